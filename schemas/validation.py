@@ -1,0 +1,269 @@
+"""Validate a lab report against the contract and normalise its items into ``LabResult``s.
+
+The JSON Schema (``lab_report.v1.json``) is the contract labs validate against in any
+language; this module applies that same file (compiled with fastjsonschema), then the
+checks a schema cannot express: units, plausible values, consistent dates. A report whose
+header breaks the contract is rejected whole; a bad item is rejected alone, with its reason,
+and the other items of the report are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, NamedTuple
+
+import fastjsonschema
+import orjson
+
+from schemas.catalogue import TEST_ITEMS
+from schemas.results import LabResult, result_id_for
+from schemas.units import BASE_UNIT, IncompatibleUnitsError, Unit, UnknownUnitError, convert, parse_unit
+
+REPORT_SCHEMA_NAME = "riskwatch.lab_report.v1"
+
+
+def load_schema(name: str = "lab_report.v1.json") -> dict[str, Any]:
+    return json.loads(resources.files("schemas").joinpath(name).read_text(encoding="utf-8"))
+
+
+def _compile_validators() -> tuple[Any, Any]:
+    schema = load_schema()
+    item_schema = schema["definitions"]["test_item"]
+    header_schema = copy.deepcopy(schema)
+    # Items are checked one by one so that one bad item does not reject the whole report.
+    header_schema["properties"]["items"]["items"] = {"type": "object"}
+    del header_schema["definitions"]
+    formats = {"date-time": lambda _value: True}  # parsed and checked below with clearer reasons
+    return fastjsonschema.compile(header_schema, formats=formats), fastjsonschema.compile(item_schema)
+
+
+_validate_header, _validate_item = _compile_validators()
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    """Plausibility bounds that the schema cannot express."""
+
+    max_future_skew: timedelta = timedelta(hours=1)
+    max_age: timedelta = timedelta(days=3650)
+    max_mass_fraction_mg_per_kg: float = 1e6  # 100 %: no sample holds more than itself
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why (part of) a report was refused. item_index is None when the whole report was."""
+
+    reason: str
+    item_index: int | None = None
+    item: Any = None
+
+
+@dataclass(slots=True)
+class ValidationOutcome:
+    results: list[LabResult] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+    @property
+    def rejected_whole(self) -> bool:
+        return self.report is None
+
+
+class _ItemError(ValueError):
+    pass
+
+
+def _schema_reason(error: fastjsonschema.JsonSchemaValueException) -> str:
+    return error.message.replace("data.", "").replace("data ", "report ")
+
+
+def _parse_time(report: dict[str, Any], name: str) -> datetime:
+    text = report[name]
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not an RFC 3339 timestamp") from None
+    if ts.tzinfo is None:
+        raise ValueError(f"{name} {text!r} has no UTC offset (write e.g. +08:00 or Z)")
+    return ts.astimezone(UTC)
+
+
+def _check_times(report: dict[str, Any], now: datetime, policy: ValidationPolicy) -> tuple[datetime, datetime, datetime]:
+    sampled, tested, published = (_parse_time(report, n) for n in ("sampled_at", "tested_at", "published_at"))
+    if sampled > tested:
+        raise ValueError(f"tested_at {report['tested_at']} is before sampled_at {report['sampled_at']}")
+    if tested > published:
+        raise ValueError(f"published_at {report['published_at']} is before tested_at {report['tested_at']}")
+    if published > now + policy.max_future_skew:
+        raise ValueError(f"published_at {report['published_at']} is in the future")
+    if sampled < now - policy.max_age:
+        raise ValueError(f"sampled_at {report['sampled_at']} is older than {policy.max_age.days} days")
+    return sampled, tested, published
+
+
+def _finite(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _ItemError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _ItemError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _canonical_unit(test_item: str, reported: Unit) -> Unit:
+    known = TEST_ITEMS.get(test_item)
+    if known is None:
+        return parse_unit(BASE_UNIT[reported.dimension])
+    canonical = known.canonical_unit
+    if canonical.dimension is not reported.dimension:
+        raise _ItemError(
+            f"unit {reported.symbol} measures {reported.dimension.value.replace('_', ' ')}, "
+            f"but {test_item} is reported as {canonical.dimension.value.replace('_', ' ')} ({canonical.symbol})"
+        )
+    return canonical
+
+
+def _limit_ratio(value: float | None, limit: float | None, limit_type: str) -> float | None:
+    """How far a value sits towards the failing side of its limit: > 1 fails."""
+    if value is None or limit is None:
+        return None
+    if limit_type == "max":
+        return value / limit
+    return limit / value if value > 0 else None
+
+
+class _Normalised(NamedTuple):
+    value: float | None  # in the canonical unit, as are lod and limit
+    unit: str
+    lod: float | None
+    limit: float | None
+    ratio: float | None
+    reported_value: float | None
+    reported_unit: str
+
+
+def _normalise_item(item: dict[str, Any], policy: ValidationPolicy) -> _Normalised:
+    """The item's numbers in its test item's canonical unit, with the limit ratio."""
+    reported_value = value = _finite("value", item.get("value"))
+    lod = _finite("lod", item.get("lod"))
+    limit = _finite("limit", item.get("limit"))
+    qualitative = item.get("qualitative")
+    limit_type = item.get("limit_type", "max")
+    if value is None and qualitative is None:
+        raise _ItemError("item has neither a value nor a qualitative outcome")
+    unit_text = item.get("unit")
+    if unit_text is None:
+        if value is not None or lod is not None or limit is not None:
+            raise _ItemError("value, lod or limit given without a unit")
+        return _Normalised(None, "", None, None, None, None, "")
+    try:
+        reported_unit = parse_unit(unit_text)
+        canonical = _canonical_unit(item["test_item"], reported_unit)
+        limit_unit = parse_unit(item["limit_unit"]) if "limit_unit" in item else reported_unit
+        if value is not None:
+            if value < 0:
+                raise _ItemError(f"value {value:g} {unit_text} is negative")
+            value = convert(value, reported_unit, canonical)
+        if lod is not None:
+            lod = convert(lod, reported_unit, canonical)
+        if limit is not None:
+            limit = convert(limit, limit_unit, canonical)
+    except (UnknownUnitError, IncompatibleUnitsError) as error:
+        raise _ItemError(str(error)) from None
+    if value is not None and canonical.dimension.value == "mass_fraction":
+        in_mg_per_kg = convert(value, canonical, parse_unit("mg/kg"))
+        if in_mg_per_kg > policy.max_mass_fraction_mg_per_kg:
+            raise _ItemError(f"value {item['value']:g} {unit_text} is more than 100 % of the sample")
+    ratio = _limit_ratio(value, limit, limit_type)
+    return _Normalised(value, canonical.symbol, lod, limit, ratio, reported_value, reported_unit.symbol)
+
+
+def validate_report(
+    payload: bytes,
+    *,
+    now: datetime | None = None,
+    policy: ValidationPolicy = ValidationPolicy(),
+    source_partition: int = -1,
+    source_offset: int = -1,
+) -> ValidationOutcome:
+    """Check one lab report message and normalise every valid item; never raises on bad input."""
+    outcome = ValidationOutcome()
+    now = now or datetime.now(UTC)
+    try:
+        report = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        outcome.rejections.append(Rejection(f"not valid UTF-8 JSON: {error}"))
+        return outcome
+    if not isinstance(report, dict):
+        outcome.rejections.append(Rejection(f"expected a JSON object (one lab report), got {type(report).__name__}"))
+        return outcome
+    try:
+        _validate_header(report)
+        sampled, tested, published = _check_times(report, now, policy)
+    except fastjsonschema.JsonSchemaValueException as error:
+        outcome.rejections.append(Rejection(_schema_reason(error)))
+        return outcome
+    except ValueError as error:
+        outcome.rejections.append(Rejection(str(error)))
+        return outcome
+    outcome.report = report
+
+    lab, manufacturer, site = report["lab"], report.get("manufacturer") or {}, report.get("sampling_site") or {}
+    seen_items: set[str] = set()
+    for index, item in enumerate(report["items"]):
+        try:
+            _validate_item(item)
+            code = item["test_item"]
+            if code in seen_items:
+                raise _ItemError(f"test item {code!r} appears more than once in this report")
+            numbers = _normalise_item(item, policy)
+        except fastjsonschema.JsonSchemaValueException as error:
+            outcome.rejections.append(Rejection(f"items[{index}]: {_schema_reason(error)}", index, item))
+            continue
+        except _ItemError as error:
+            outcome.rejections.append(Rejection(f"items[{index}] ({item.get('test_item')}): {error}", index, item))
+            continue
+        seen_items.add(code)
+        outcome.results.append(
+            LabResult(
+                result_id=result_id_for(lab["id"], report["sample_id"], code),
+                report_id=report["report_id"],
+                sample_id=report["sample_id"],
+                lab_id=lab["id"],
+                lab_name=lab["name"],
+                city=report["city"],
+                programme=report["programme"],
+                category=report["category"],
+                product_name=report["product_name"],
+                manufacturer_name=manufacturer.get("name", ""),
+                manufacturer_uscc=manufacturer.get("uscc", ""),
+                sampling_site=site.get("name", ""),
+                site_kind=site.get("kind", ""),
+                sampled_at=sampled,
+                tested_at=tested,
+                published_at=published,
+                test_item=code,
+                value=numbers.value,
+                unit=numbers.unit,
+                qualitative=item.get("qualitative"),
+                lod=numbers.lod,
+                limit=numbers.limit,
+                limit_type=item.get("limit_type", "max"),
+                limit_ratio=numbers.ratio,
+                standard=item.get("standard", ""),
+                verdict=item["verdict"],
+                reported_value=numbers.reported_value,
+                reported_unit=numbers.reported_unit,
+                synthetic=bool(report.get("synthetic", False)),
+                source_partition=source_partition,
+                source_offset=source_offset,
+            )
+        )
+    return outcome
