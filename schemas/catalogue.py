@@ -110,6 +110,7 @@ TEST_ITEMS: dict[str, TestItem] = {
         TestItem("vocs", "挥发性有机化合物(VOCs)", "volatile organic compounds", "g/L", _H.CHEMICAL),
         TestItem("sulfur_content", "硫含量", "sulfur content", "mg/kg", _H.CHEMICAL),
         TestItem("methanol", "甲醇", "methanol", "g/L", _H.CHEMICAL),
+        TestItem("cetane_number", "十六烷值", "cetane number", "1", _H.QUALITY),
     )
 }
 

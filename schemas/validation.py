@@ -56,8 +56,12 @@ class ValidationPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why (part of) a report was refused. item_index is None when the whole report was."""
+    """Why (part of) a report was refused. item_index is None when the whole report was.
 
+    code is a short machine label (for metrics), reason the sentence a person reads.
+    """
+
+    code: str  # not_json, not_object, schema, timestamp, item_schema, item_value, item_unit, duplicate_item
     reason: str
     item_index: int | None = None
     item: Any = None
@@ -75,7 +79,9 @@ class ValidationOutcome:
 
 
 class _ItemError(ValueError):
-    pass
+    def __init__(self, message: str, code: str = "item_value") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _schema_reason(error: fastjsonschema.JsonSchemaValueException) -> str:
@@ -118,16 +124,16 @@ def _finite(name: str, value: float | None) -> float | None:
 
 
 def _canonical_unit(test_item: str, reported: Unit) -> Unit:
+    """The catalogue's unit for the item, or the base unit of the dimension it was reported in.
+
+    Some items are legitimately measured per mass in one category and per volume in another
+    (coliforms in cooked meat vs juice), so a different dimension is not an error; segments
+    are category × item, within which the dimension is the same.
+    """
     known = TEST_ITEMS.get(test_item)
-    if known is None:
-        return parse_unit(BASE_UNIT[reported.dimension])
-    canonical = known.canonical_unit
-    if canonical.dimension is not reported.dimension:
-        raise _ItemError(
-            f"unit {reported.symbol} measures {reported.dimension.value.replace('_', ' ')}, "
-            f"but {test_item} is reported as {canonical.dimension.value.replace('_', ' ')} ({canonical.symbol})"
-        )
-    return canonical
+    if known is not None and known.canonical_unit.dimension is reported.dimension:
+        return known.canonical_unit
+    return parse_unit(BASE_UNIT[reported.dimension])
 
 
 def _limit_ratio(value: float | None, limit: float | None, limit_type: str) -> float | None:
@@ -176,7 +182,7 @@ def _normalise_item(item: dict[str, Any], policy: ValidationPolicy) -> _Normalis
         if limit is not None:
             limit = convert(limit, limit_unit, canonical)
     except (UnknownUnitError, IncompatibleUnitsError) as error:
-        raise _ItemError(str(error)) from None
+        raise _ItemError(str(error), "item_unit") from None
     if value is not None and canonical.dimension.value == "mass_fraction":
         in_mg_per_kg = convert(value, canonical, parse_unit("mg/kg"))
         if in_mg_per_kg > policy.max_mass_fraction_mg_per_kg:
@@ -199,19 +205,19 @@ def validate_report(
     try:
         report = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
-        outcome.rejections.append(Rejection(f"not valid UTF-8 JSON: {error}"))
+        outcome.rejections.append(Rejection("not_json", f"not valid UTF-8 JSON: {error}"))
         return outcome
     if not isinstance(report, dict):
-        outcome.rejections.append(Rejection(f"expected a JSON object (one lab report), got {type(report).__name__}"))
+        outcome.rejections.append(Rejection("not_object", f"expected a JSON object (one lab report), got {type(report).__name__}"))
         return outcome
     try:
         _validate_header(report)
         sampled, tested, published = _check_times(report, now, policy)
     except fastjsonschema.JsonSchemaValueException as error:
-        outcome.rejections.append(Rejection(_schema_reason(error)))
+        outcome.rejections.append(Rejection("schema", _schema_reason(error)))
         return outcome
     except ValueError as error:
-        outcome.rejections.append(Rejection(str(error)))
+        outcome.rejections.append(Rejection("timestamp", str(error)))
         return outcome
     outcome.report = report
 
@@ -222,13 +228,13 @@ def validate_report(
             _validate_item(item)
             code = item["test_item"]
             if code in seen_items:
-                raise _ItemError(f"test item {code!r} appears more than once in this report")
+                raise _ItemError(f"test item {code!r} appears more than once in this report", "duplicate_item")
             numbers = _normalise_item(item, policy)
         except fastjsonschema.JsonSchemaValueException as error:
-            outcome.rejections.append(Rejection(f"items[{index}]: {_schema_reason(error)}", index, item))
+            outcome.rejections.append(Rejection("item_schema", f"items[{index}]: {_schema_reason(error)}", index, item))
             continue
         except _ItemError as error:
-            outcome.rejections.append(Rejection(f"items[{index}] ({item.get('test_item')}): {error}", index, item))
+            outcome.rejections.append(Rejection(error.code, f"items[{index}] ({item.get('test_item')}): {error}", index, item))
             continue
         seen_items.add(code)
         outcome.results.append(

@@ -1,0 +1,173 @@
+"""The Faust app: topics, the ingest and process agents, and the /metrics page.
+
+    reports topic ──ingest──▶ results topic (keyed by category) ──process──▶ ClickHouse
+          │                                                          └──▶ alerts topic
+          └──────────────▶ dead-letter topic
+
+Both agents take batches and acknowledge a batch only after everything it produced is
+safely written (results envelopes and dead letters sent; ClickHouse rows inserted; alerts
+sent), so a crash replays rather than loses. Replays are harmless: results already stored
+are recognised by ``result_id`` and skipped, alert ids are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+import orjson
+
+from detectors.limit_exceedance import LimitExceedance
+from streams import metrics
+from streams.clickhouse import Store, connect, ensure_schema
+from streams.dead_letter import dead_letter
+from streams.pipeline import Ingestor, Processor, ProcessOutput, SourceMessage, decode_results
+from streams.settings import Settings
+
+log = logging.getLogger("riskwatch.worker")
+
+
+class ClickHouseWorkerThread:
+    """All ClickHouse calls on one dedicated thread, so that the event loop (and Kafka
+    heartbeats) never block on a write, and the embedded engine is used from one thread only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self.store: Store | None = None
+        self._opening = asyncio.Lock()
+
+    async def run(self, fn, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def opened(self) -> Store:
+        """The store, connected and with its tables created on first use."""
+        async with self._opening:
+            if self.store is None:
+                self.store = await self.run(self._open)
+                log.info("ClickHouse ready at %s (database %s)", self.settings.effective_clickhouse_url, self.settings.clickhouse_database)
+        return self.store
+
+    def _open(self) -> Store:
+        client = connect(self.settings)
+        ensure_schema(client)
+        return Store(client)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.client.close()
+        self.executor.shutdown(wait=True)
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.consumer_group,
+        broker=settings.faust_broker_url,
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replicas,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_commit_interval=settings.commit_interval_seconds,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        consumer_max_fetch_size=max(4_194_304, settings.max_message_bytes * 2),
+        logging_config=None,
+    )
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    reports = app.topic(settings.reports_topic, **raw)
+    results = app.topic(settings.results_topic, **raw)
+    dead_letters = app.topic(settings.dead_letter_topic, **raw)
+    alerts = app.topic(settings.alerts_topic, **raw)
+
+    ingestor = Ingestor(settings.validation_policy, settings.max_message_bytes)
+    clickhouse = ClickHouseWorkerThread(settings)
+    detectors = [LimitExceedance(settings.severity_policy)]
+
+    @app.on_before_shutdown.connect
+    async def _close_clickhouse(_app: faust.App, **_: Any) -> None:
+        clickhouse.close()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(_app: faust.App, assigned: set, **_: Any) -> None:
+        metrics.ASSIGNED_PARTITIONS.set(len(assigned))
+        log.info("riskwatch: %d partitions assigned", len(assigned))
+
+    @app.agent(reports)
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
+            messages = [_source(event) for event in events]
+            output = ingestor.ingest(messages)
+            pending = [await results.send(key=key, value=value) for key, value in output.results]
+            pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
+            await asyncio.gather(*pending)
+            metrics.RESULTS_VALID.inc(output.valid_results)
+            metrics.RESULT_BATCHES_SENT.inc(len(output.results))
+            metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
+            for event in events:
+                await stream.ack(event)
+
+    @app.agent(results)
+    async def process(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
+            batch, undecodable = [], []
+            for event in events:
+                try:
+                    batch.extend(decode_results(event.value))
+                except Exception as error:  # noqa: BLE001 - a foreign message on our topic
+                    undecodable.append((event, error))
+            processor = Processor(await clickhouse.opened(), detectors)
+            output: ProcessOutput = await clickhouse.run(processor.prepare, batch)
+            # Alerts reach their topic before the rows are stored: after a crash in between,
+            # the replay re-derives and re-sends them (same ids) instead of skipping them.
+            pending = [await alerts.send(key=a.alert_id.encode(), value=orjson.dumps(a.to_wire())) for a in output.alerts]
+            for event, error in undecodable:
+                message = _source(event)
+                letter = dead_letter(
+                    stage="process", code="bad_envelope", reason=f"not a results envelope: {error}", topic=message.topic,
+                    partition=message.partition, offset=message.offset, key=message.key, original=message.value,
+                )  # fmt: skip
+                pending.append(await dead_letters.send(key=message.key, value=letter))
+            await asyncio.gather(*pending)
+            await _write_with_retry(clickhouse, processor, output, settings.sink_retry_max_seconds)
+            metrics.RESULTS_DUPLICATE.inc(output.duplicates)
+            metrics.RESULTS_STORED.inc(len(output.stored))
+            metrics.DEAD_LETTERS.labels("process").inc(len(undecodable))
+            for alert in output.alerts:
+                metrics.ALERTS_RAISED.labels(alert.detector, alert.severity.value).inc()
+            metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - len(undecodable))
+            for event in events:
+                await stream.ack(event)
+
+    @app.page("/metrics")
+    async def _metrics(web: Any, request: Any) -> Any:
+        body, content_type = metrics.exposition()
+        return web.bytes(body, content_type=content_type.split(";")[0])
+
+    return app
+
+
+async def _write_with_retry(clickhouse: ClickHouseWorkerThread, processor: Processor, output: ProcessOutput, max_pause: float) -> None:
+    """Retry until the write lands: the batch stays unacknowledged meanwhile, so nothing is lost."""
+    pause = 0.5
+    while True:
+        try:
+            await clickhouse.run(processor.write, output)
+            return
+        except Exception as error:  # noqa: BLE001 - any ClickHouse failure is retried
+            metrics.SINK_ERRORS.inc()
+            log.warning("ClickHouse write failed (%s); retrying in %.1f s", error, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, max_pause)
+
+
+def _source(event: faust.EventT) -> SourceMessage:
+    message = event.message
+    return SourceMessage(message.topic, message.partition, message.offset, message.key, message.value)

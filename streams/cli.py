@@ -1,0 +1,144 @@
+"""The ``riskwatch`` command: broker, worker, simulate, demo, sql."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings, load_settings
+
+console = Console()
+
+
+def _settings(data_dir: str | None = None) -> Settings:
+    return load_settings(**({"data_dir": Path(data_dir)} if data_dir else {}))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """riskwatch: early warnings from the alliance labs' results.
+
+    Settings come from RISKWATCH_* environment variables (see README, "Settings").
+    """
+
+
+@main.command()
+def worker() -> None:
+    """Run a stream worker (Faust): ingest, detect, store in ClickHouse."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port (default: the one in RISKWATCH_KAFKA_BOOTSTRAP)")
+def broker(port: int | None) -> None:
+    """Run the local Kafka-protocol broker (tansu, memory storage) until Ctrl-C."""
+    from streams.broker import LocalBroker
+
+    settings = _settings()
+    host, default_port = settings.bootstrap_host_port
+
+    async def run() -> None:
+        local = LocalBroker(host, port or default_port, settings.broker_binary)
+        await local.start()
+        console.print(f"[green]tansu broker ready[/] at [bold]{local.bootstrap}[/] (memory storage; Ctrl-C stops it)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        local.stop()
+        console.print("broker stopped")
+
+    asyncio.run(run())
+
+
+@main.command()
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Reports per second")
+@click.option("--count", type=int, default=None, help="Stop after this many messages")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--incidents/--no-incidents", default=True, show_default=True, help="Script the default incidents")
+@click.option("--bad-fraction", type=float, default=0.0, show_default=True, help="Share of malformed messages")
+@click.option("--duplicate-fraction", type=float, default=0.0, show_default=True, help="Share of republished reports")
+def simulate(rate: float, count: int | None, duration: float | None, seed: int, incidents: bool, bad_fraction: float, duplicate_fraction: float) -> None:
+    """Publish synthetic lab reports from the seven cities to the reports topic."""
+    from streams.publishing import MessageMaker, publish
+    from streams.simulation import DEFAULT_INCIDENTS, Simulator
+
+    settings = _settings()
+    simulator = Simulator(seed=seed, incidents=DEFAULT_INCIDENTS if incidents else ())
+    maker = MessageMaker(simulator, bad_fraction, duplicate_fraction, seed)
+    if count is None and duration is None:
+        console.print("publishing until Ctrl-C")
+
+    def progress(stats) -> None:
+        console.print(f"\rsent {stats.sent} messages ({stats.rate:.0f}/s)", end="", highlight=False)
+
+    async def run():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        return await publish(
+            settings.kafka_bootstrap, settings.reports_topic, maker, rate=rate, count=count, duration=duration, stop=stop, on_progress=progress
+        )
+
+    stats = asyncio.run(run())
+    console.print(
+        f"\nsent {stats.sent} messages: {stats.reports} reports ({stats.republished} republished), "
+        f"{stats.bad_reports} malformed reports, {stats.bad_items} reports with a malformed item"
+    )
+
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="Seconds to simulate (default: until Ctrl-C)")
+@click.option("--rate", type=float, default=40.0, show_default=True, help="Reports per second")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(duration: float | None, rate: float, seed: int) -> None:
+    """Local broker + worker + simulator; prints alerts as they land, then a summary from ClickHouse."""
+    from streams.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(_settings(), duration=duration, rate=rate, seed=seed, console=console)))
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--data-dir", default=None, help="Data directory of the embedded store (e.g. .riskwatch/demo)")
+def sql(query: str, fmt: str, data_dir: str | None) -> None:
+    """Run a SQL query on the riskwatch database and print the result.
+
+    With the embedded store, stop the worker first: chDB lets one process open a directory.
+    """
+    from streams.clickhouse import connect
+
+    result = connect(_settings(data_dir)).query(query)
+    names, rows = list(result.column_names), result.result_rows
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(rows)
+    elif fmt == "json":
+        click.echo(json.dumps([dict(zip(names, row, strict=True)) for row in rows], ensure_ascii=False, default=str, indent=2))
+    else:
+        table = Table(*names, show_lines=False)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+        console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""ClickHouse access: connect (chDB in-process or a server), apply the DDL, write and look up.
+
+The same clickhouse-connect client API serves both targets: ``chdb:///DIR`` opens the
+embedded engine, ``http(s)://host:port`` a server. Writes are batched inserts; a replay
+inserts identical rows that ReplacingMergeTree collapses. No SQL is ever built from message
+text: values travel as insert data or bound parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from schemas.results import Alert, LabResult
+from streams.settings import Settings
+
+RESULT_COLUMNS = (
+    "result_id", "report_id", "sample_id", "lab_id", "lab_name", "city", "programme", "category",
+    "product_name", "manufacturer_name", "manufacturer_uscc", "sampling_site", "site_kind",
+    "sampled_at", "tested_at", "published_at", "test_item", "value", "unit", "qualitative", "lod",
+    "limit_value", "limit_type", "limit_ratio", "standard", "verdict", "reported_value",
+    "reported_unit", "synthetic", "source_partition", "source_offset",
+)  # fmt: skip
+
+ALERT_COLUMNS = (
+    "alert_id", "detector", "signal", "severity", "score", "title", "title_zh", "explanation",
+    "explanation_zh", "category", "test_item", "cities", "labs", "manufacturer_name",
+    "manufacturer_uscc", "evidence", "count", "first_seen", "last_seen", "detected_at", "synthetic",
+)  # fmt: skip
+
+
+def ddl_statements() -> list[str]:
+    """The CREATE statements of ``schemas/clickhouse``, in file order."""
+    folder = resources.files("schemas.clickhouse")
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    statements: list[str] = []
+    for name in names:
+        text = "\n".join(line for line in folder.joinpath(name).read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--"))
+        statements.extend(part.strip() for part in text.split(";") if part.strip())
+    return statements
+
+
+def connect(settings: Settings, *, database: str | None = None) -> Client:
+    """A client on the configured target, with the riskwatch database as default."""
+    url = settings.effective_clickhouse_url
+    database = database if database is not None else settings.clickhouse_database
+    if url.startswith("chdb://"):
+        path = url.removeprefix("chdb://")
+        if path:
+            from pathlib import Path
+
+            Path(path).mkdir(parents=True, exist_ok=True)
+        admin = clickhouse_connect.get_client(dsn=url)
+        admin.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
+        return clickhouse_connect.get_client(dsn=url, database=database)
+    parsed = urlparse(url)
+    common = dict(
+        host=parsed.hostname,
+        port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+        username=settings.clickhouse_user,
+        password=settings.clickhouse_password.get_secret_value(),
+        secure=parsed.scheme == "https",
+    )
+    admin = clickhouse_connect.get_client(**common)
+    admin.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
+    return clickhouse_connect.get_client(database=database, **common)
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain ClickHouse identifier: {name!r}")
+    return name
+
+
+def ensure_schema(client: Client) -> None:
+    for statement in ddl_statements():
+        client.command(statement)
+
+
+def result_row(result: LabResult) -> list:
+    return [
+        uuid.UUID(result.result_id), result.report_id, result.sample_id, result.lab_id, result.lab_name,
+        result.city, result.programme, result.category, result.product_name, result.manufacturer_name,
+        result.manufacturer_uscc, result.sampling_site, result.site_kind, result.sampled_at,
+        result.tested_at, result.published_at, result.test_item, result.value, result.unit,
+        result.qualitative, result.lod, result.limit, result.limit_type, result.limit_ratio,
+        result.standard, result.verdict, result.reported_value, result.reported_unit,
+        result.synthetic, result.source_partition, result.source_offset,
+    ]  # fmt: skip
+
+
+def alert_row(alert: Alert) -> list:
+    manufacturer = alert.manufacturer
+    return [
+        uuid.UUID(alert.alert_id), alert.detector, alert.signal, alert.severity.value, alert.score,
+        alert.title, alert.title_zh, alert.explanation, alert.explanation_zh, alert.category,
+        alert.test_item, alert.cities, alert.labs, manufacturer.name if manufacturer else "",
+        (manufacturer.uscc or "") if manufacturer else "", [uuid.UUID(e) for e in alert.evidence],
+        alert.count, alert.first_seen, alert.last_seen, alert.detected_at, alert.synthetic,
+    ]  # fmt: skip
+
+
+class Store:
+    """The riskwatch tables behind one client: idempotent writes and duplicate look-ups."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def insert_results(self, results: Sequence[LabResult]) -> None:
+        if results:
+            self.client.insert("results", [result_row(r) for r in results], column_names=RESULT_COLUMNS)
+
+    def insert_alerts(self, alerts: Sequence[Alert]) -> None:
+        if alerts:
+            self.client.insert("alerts", [alert_row(a) for a in alerts], column_names=ALERT_COLUMNS)
+
+    def known_result_ids(self, result_ids: Iterable[str]) -> set[str]:
+        """Which of these results are already stored (bloom-filter index on result_id)."""
+        ids = [uuid.UUID(r) for r in result_ids]
+        if not ids:
+            return set()
+        rows = self.client.query(
+            "SELECT DISTINCT result_id FROM results WHERE result_id IN {ids:Array(UUID)}",
+            parameters={"ids": ids},
+        ).result_rows
+        return {str(row[0]) for row in rows}

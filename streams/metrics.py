@@ -1,0 +1,26 @@
+"""Prometheus metrics of a worker, served at /metrics by the worker's web server."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+REPORTS_RECEIVED = Counter("riskwatch_reports_received", "Lab report messages read from the reports topic")
+REPORTS_REJECTED = Counter("riskwatch_reports_rejected", "Lab reports rejected whole, by reason code", ["reason"])
+ITEMS_REJECTED = Counter("riskwatch_items_rejected", "Test items rejected alone, by reason code", ["reason"])
+RESULTS_VALID = Counter("riskwatch_results_valid", "Valid normalised results sent to the results topic")
+RESULT_BATCHES_SENT = Counter("riskwatch_result_batches_sent", "Result envelopes sent to the results topic")
+RESULT_BATCHES_PROCESSED = Counter("riskwatch_result_batches_processed", "Result envelopes stored and run through the detectors")
+RESULTS_DUPLICATE = Counter("riskwatch_results_duplicate", "Results dropped as already seen (republished or replayed)")
+RESULTS_STORED = Counter("riskwatch_results_stored", "Results written to ClickHouse")
+ALERTS_RAISED = Counter("riskwatch_alerts", "Alerts raised, by detector and severity", ["detector", "severity"])
+DEAD_LETTERS = Counter("riskwatch_dead_letters", "Messages sent to the dead-letter topic, by stage", ["stage"])
+ASSIGNED_PARTITIONS = Gauge("riskwatch_assigned_partitions", "Topic partitions currently assigned to this worker")
+SINK_ERRORS = Counter("riskwatch_sink_errors", "Failed ClickHouse writes (each is retried)")
+SINK_BATCH_ROWS = Histogram(
+    "riskwatch_sink_batch_rows", "Rows per ClickHouse insert batch", buckets=(1, 10, 100, 1_000, 10_000, 100_000)
+)
+SINK_BATCH_SECONDS = Histogram("riskwatch_sink_batch_seconds", "Time to write one batch to ClickHouse")
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

