@@ -39,7 +39,11 @@ def _compile_validators() -> tuple[Any, Any]:
     header_schema["properties"]["items"]["items"] = {"type": "object"}
     del header_schema["definitions"]
     formats = {"date-time": lambda _value: True}  # parsed and checked below with clearer reasons
-    return fastjsonschema.compile(header_schema, formats=formats), fastjsonschema.compile(item_schema)
+    # use_default=False: the dead-letter topic must show items exactly as the lab sent them.
+    return (
+        fastjsonschema.compile(header_schema, formats=formats, use_default=False),
+        fastjsonschema.compile(item_schema, use_default=False),
+    )
 
 
 _validate_header, _validate_item = _compile_validators()
@@ -140,9 +144,9 @@ def _limit_ratio(value: float | None, limit: float | None, limit_type: str) -> f
     """How far a value sits towards the failing side of its limit: > 1 fails."""
     if value is None or limit is None:
         return None
-    if limit_type == "max":
-        return value / limit
-    return limit / value if value > 0 else None
+    ratio = value / limit if limit_type == "max" else (limit / value if value > 0 else None)
+    # Twelve significant figures: 0.6 against 0.2 must be exactly 3, not 2.9999999999999996.
+    return None if ratio is None else float(f"{ratio:.12g}")
 
 
 class _Normalised(NamedTuple):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from importlib import resources
+from pathlib import Path
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -50,24 +51,24 @@ def connect(settings: Settings, *, database: str | None = None) -> Client:
     url = settings.effective_clickhouse_url
     database = database if database is not None else settings.clickhouse_database
     if url.startswith("chdb://"):
-        path = url.removeprefix("chdb://")
-        if path:
-            from pathlib import Path
-
-            Path(path).mkdir(parents=True, exist_ok=True)
-        admin = clickhouse_connect.get_client(dsn=url)
-        admin.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
-        return clickhouse_connect.get_client(dsn=url, database=database)
-    parsed = urlparse(url)
-    common = dict(
-        host=parsed.hostname,
-        port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-        username=settings.clickhouse_user,
-        password=settings.clickhouse_password.get_secret_value(),
-        secure=parsed.scheme == "https",
-    )
+        Path(url.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+        common: dict = {"dsn": url}
+    else:
+        parsed = urlparse(url)
+        common = dict(
+            host=parsed.hostname,
+            port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+            username=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value(),
+            secure=parsed.scheme == "https",
+        )
+    # chDB lets a process hold one data directory at a time: the admin client is closed
+    # before the working one opens, so that closing the latter really releases it.
     admin = clickhouse_connect.get_client(**common)
-    admin.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
+    try:
+        admin.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
+    finally:
+        admin.close()
     return clickhouse_connect.get_client(database=database, **common)
 
 

@@ -1,0 +1,29 @@
+"""The Faust records and the alert type speak exactly the JSON Schema contracts."""
+
+import jsonschema
+import orjson
+
+from detectors.limit_exceedance import LimitExceedance
+from schemas.records import AlertRecord, LabReport
+from schemas.results import Alert
+from schemas.validation import load_schema, validate_report
+from tests.conftest import EXAMPLE_NOW
+
+
+def test_lab_report_record_round_trips_the_example(report):
+    record = LabReport.from_data(report)
+    assert record.items[1].test_item == "cadmium" and record.lab.id == "ZBQI"
+    # The record writes its defaults out explicitly; otherwise it is the report as sent.
+    expected = {**report, "synthetic": False, "items": [{"limit_type": "max", **item} for item in report["items"]]}
+    assert record.to_contract() == expected
+    jsonschema.Draft7Validator(load_schema()).validate(orjson.loads(record.dumps()))
+
+
+def test_alerts_validate_against_the_alert_schema_and_load_as_records(report):
+    result = validate_report(orjson.dumps(report), now=EXAMPLE_NOW).results[1]
+    (alert,) = LimitExceedance().process_one(result, EXAMPLE_NOW)
+    wire = alert.to_wire()
+    jsonschema.Draft7Validator(load_schema("alert.v1.json")).validate(wire)
+    record = AlertRecord.from_data(wire)
+    assert (record.alert_id, record.severity, record.evidence) == (alert.alert_id, "potentially_serious", [result.result_id])
+    assert Alert.from_wire(wire).to_wire() == wire
