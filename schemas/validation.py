@@ -165,7 +165,7 @@ def _normalise_item(item: dict[str, Any], policy: ValidationPolicy) -> _Normalis
     lod = _finite("lod", item.get("lod"))
     limit = _finite("limit", item.get("limit"))
     qualitative = item.get("qualitative")
-    limit_type = item.get("limit_type", "max")
+    limit_type = item.get("limit_type") or "max"
     if value is None and qualitative is None:
         raise _ItemError("item has neither a value nor a qualitative outcome")
     unit_text = item.get("unit")
@@ -176,7 +176,7 @@ def _normalise_item(item: dict[str, Any], policy: ValidationPolicy) -> _Normalis
     try:
         reported_unit = parse_unit(unit_text)
         canonical = _canonical_unit(item["test_item"], reported_unit)
-        limit_unit = parse_unit(item["limit_unit"]) if "limit_unit" in item else reported_unit
+        limit_unit = parse_unit(item["limit_unit"]) if item.get("limit_unit") else reported_unit
         if value is not None:
             if value < 0:
                 raise _ItemError(f"value {value:g} {unit_text} is negative")
@@ -252,10 +252,10 @@ def validate_report(
                 programme=report["programme"],
                 category=report["category"],
                 product_name=report["product_name"],
-                manufacturer_name=manufacturer.get("name", ""),
-                manufacturer_uscc=manufacturer.get("uscc", ""),
-                sampling_site=site.get("name", ""),
-                site_kind=site.get("kind", ""),
+                manufacturer_name=manufacturer.get("name") or "",
+                manufacturer_uscc=manufacturer.get("uscc") or "",
+                sampling_site=site.get("name") or "",
+                site_kind=site.get("kind") or "",
                 sampled_at=sampled,
                 tested_at=tested,
                 published_at=published,
@@ -265,9 +265,9 @@ def validate_report(
                 qualitative=item.get("qualitative"),
                 lod=numbers.lod,
                 limit=numbers.limit,
-                limit_type=item.get("limit_type", "max"),
+                limit_type=item.get("limit_type") or "max",
                 limit_ratio=numbers.ratio,
-                standard=item.get("standard", ""),
+                standard=item.get("standard") or "",
                 verdict=item["verdict"],
                 reported_value=numbers.reported_value,
                 reported_unit=numbers.reported_unit,
