@@ -1,0 +1,65 @@
+"""Ingest and process logic on real ClickHouse SQL, without a broker."""
+
+import base64
+
+import orjson
+
+from detectors import LimitExceedance
+from schemas.validation import ValidationPolicy
+from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results
+
+
+def message(value, offset=0, key=b"food/grain_products/rice"):
+    return SourceMessage("reports", 3, offset, key, value)
+
+
+def ingest(*messages, max_bytes=100_000):
+    from datetime import timedelta
+
+    policy = ValidationPolicy(max_age=timedelta(days=36500), max_future_skew=timedelta(days=3650))
+    return Ingestor(policy, max_bytes).ingest(messages)
+
+
+def test_valid_items_travel_in_one_envelope_per_category(report):
+    other = {**report, "sample_id": "S-2", "category": "food/grain_products/wheat_flour"}
+    output = ingest(message(orjson.dumps(report)), message(orjson.dumps(other), offset=1))
+    assert output.valid_results == 8 and output.dead_letters == []
+    keys = [key for key, _ in output.results]
+    assert keys == [b"food/grain_products/rice", b"food/grain_products/wheat_flour"]
+    results = decode_results(output.results[0][1])
+    assert [r.test_item for r in results] == ["lead", "cadmium", "aflatoxin_b1", "inorganic_arsenic"]
+    assert (results[0].source_partition, results[0].source_offset) == (3, 0)
+
+
+def test_every_refusal_is_a_dead_letter_with_reason_source_and_original_bytes(report):
+    report["items"][0]["unit"] = "furlongs"
+    garbage = b"\xff{not json"
+    output = ingest(message(orjson.dumps(report), offset=7), message(garbage, offset=8), message(None, offset=9), message(b"x" * 200, offset=10), max_bytes=150)
+    letters = [orjson.loads(value) for _, value in output.dead_letters]
+    # The report itself exceeds the 150-byte limit in this test, so it is refused whole.
+    assert [(d["code"], d["source"]["offset"]) for d in letters] == [("too_large", 7), ("not_json", 8), ("empty", 9), ("too_large", 10)]
+    assert base64.b64decode(letters[1]["original_b64"]) == garbage
+    assert letters[1]["source"] == {"topic": "reports", "partition": 3, "offset": 8, "key": "food/grain_products/rice"}
+    assert "exceeds the limit of 150 bytes" in letters[0]["reason"]
+
+
+def test_a_bad_item_is_a_dead_letter_and_the_rest_of_the_report_goes_on(report):
+    report["items"][0]["unit"] = "furlongs"
+    output = ingest(message(orjson.dumps(report), offset=7))
+    (letter,) = [orjson.loads(value) for _, value in output.dead_letters]
+    assert letter["code"] == "item_unit" and letter["item_index"] == 0 and letter["item"]["unit"] == "furlongs"
+    assert "unknown unit 'furlongs'" in letter["reason"]
+    assert orjson.loads(base64.b64decode(letter["original_b64"])) == report
+    assert output.valid_results == 3
+
+
+def test_process_stores_each_result_once_and_alerts_once(store, report):
+    processor = Processor(store, [LimitExceedance()])
+    results = decode_results(ingest(message(orjson.dumps(report))).results[0][1])
+    first = processor.prepare(results + results[:1])  # a duplicate inside one batch
+    assert (len(first.stored), first.duplicates, len(first.alerts)) == (4, 1, 1)
+    processor.write(first)
+    again = processor.prepare(results)  # republished later, or replayed after a restart
+    assert (len(again.stored), again.duplicates, again.alerts) == (0, 4, [])
+    assert store.client.query("SELECT count() FROM results").result_rows[0][0] == 4
+    assert store.client.query("SELECT count() FROM alerts").result_rows[0][0] == 1
