@@ -82,8 +82,8 @@ class Ingestor:
 
     def _ingest_one(self, message: SourceMessage, now: datetime, by_category: dict[str, list[LabResult]], output: IngestOutput) -> None:
         payload = message.value
-        if payload is None:
-            self._reject(output, message, "empty", "empty message (no value): a lab report was expected")
+        if not payload:
+            self._reject(output, message, "empty", "empty message: a lab report was expected")
             return
         if len(payload) > self.max_message_bytes:
             self._reject(output, message, "too_large", f"message of {len(payload)} bytes exceeds the limit of {self.max_message_bytes} bytes")

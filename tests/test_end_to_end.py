@@ -1,0 +1,168 @@
+"""End to end on real parts: tansu broker, a worker process (Faust), chDB.
+
+Publishes reports with republished duplicates and malformed messages, then checks exact
+counts in ClickHouse and on the dead-letter and alerts topics; restarts the worker and
+republishes, and checks that nothing was stored or alerted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.broker import LocalBroker, free_port
+from streams.clickhouse import connect
+from streams.settings import Settings
+from streams.simulation import Simulator
+from streams.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.timeout(400)
+
+MALFORMED = [
+    b"{this is not json",
+    b"\xff\xfe\xfd",
+    b"[]",
+    b"",
+    orjson.dumps({"schema": "riskwatch.lab_report.v1"}),
+    orjson.dumps({"hello": "world"}),
+]
+
+
+@pytest.fixture(scope="module")
+def broker():
+    local = LocalBroker("127.0.0.1", free_port())
+    asyncio.run(local.start())
+    yield local
+    local.stop()
+
+
+def worker_env(broker: LocalBroker, data_dir: Path, group: str) -> dict[str, str]:
+    return {
+        "RISKWATCH_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "RISKWATCH_DATA_DIR": str(data_dir),
+        "RISKWATCH_WEB_PORT": str(free_port()),
+        "RISKWATCH_CONSUMER_GROUP": group,
+        "RISKWATCH_TOPIC_PARTITIONS": "4",
+        "RISKWATCH_LOG_LEVEL": "warning",
+    }
+
+
+async def send_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, value=value, key=key) for key, value in messages])
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0, linger: float = 3.0) -> list:
+    """Every record of the topic: waits for `expected`, then lingers to catch any extra."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+            if len(records) >= expected:
+                deadline = min(deadline, time.monotonic() + linger)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def build_messages(count: int, republish: int, bad_items: int) -> tuple[list[tuple[bytes, bytes]], dict]:
+    """Reports from the simulator plus duplicates and malformed messages, and what must come of them."""
+    sim = Simulator(seed=42, start=datetime.now(UTC) - timedelta(days=20))
+    reports = [sim.next_report() for _ in range(count)]
+    for report in reports[:bad_items]:  # one item each with a unit nobody knows
+        report["items"][0] = {**report["items"][0], "unit": "furlongs", "value": 1.0}
+    valid_items = [item for report in reports for item in report["items"] if item.get("unit") != "furlongs"]
+    messages = [(r["category"].encode(), orjson.dumps(r)) for r in reports]
+    messages += [(r["category"].encode(), orjson.dumps(copy.deepcopy(r))) for r in reports[-republish:]]
+    messages += [(b"junk", m) for m in MALFORMED]
+    expected = {
+        "results": len(valid_items),
+        "alerts": sum(1 for item in valid_items if item["verdict"] == "fail"),
+        "dead_letters": len(MALFORMED) + bad_items,
+        "duplicates": sum(len(r["items"]) for r in reports[-republish:]),
+    }
+    return messages, expected
+
+
+def stored_counts(data_dir: Path) -> dict[str, int]:
+    client = connect(Settings(data_dir=data_dir))
+    try:
+        q = lambda sql: client.query(sql).result_rows[0][0]  # noqa: E731
+        return {
+            "results": q("SELECT count() FROM results FINAL"),
+            "result_rows": q("SELECT count() FROM results"),
+            "alerts": q("SELECT count() FROM alerts FINAL"),
+            "alert_rows": q("SELECT count() FROM alerts"),
+            "failing": q("SELECT countIf(verdict = 'fail') FROM results FINAL"),
+            "evidence_ok": q("SELECT count() FROM alerts FINAL WHERE evidence[1] IN (SELECT result_id FROM results WHERE verdict = 'fail')"),
+        }
+    finally:
+        client.close()
+
+
+def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_path):
+    data_dir = tmp_path / "data"
+    settings = Settings()
+    messages, expected = build_messages(count=400, republish=40, bad_items=5)
+    assert expected["alerts"] > 0, "the seed should produce failing results"
+
+    async def first_run():
+        worker = WorkerProcess(worker_env(broker, data_dir, "e2e"), tmp_path / "worker-1.log")
+        worker.start()
+        try:
+            await worker.wait_ready()
+            await send_all(broker.bootstrap, settings.reports_topic, messages)
+            metrics = await worker.wait_drained(len(messages))
+        finally:
+            assert worker.stop() == 0
+        letters = await read_topic(broker.bootstrap, settings.dead_letter_topic, expected["dead_letters"])
+        alerts = await read_topic(broker.bootstrap, settings.alerts_topic, expected["alerts"])
+        return metrics, letters, alerts
+
+    metrics, letters, alerts = asyncio.run(first_run())
+    assert metrics["riskwatch_results_stored_total"] == expected["results"]
+    assert metrics["riskwatch_results_duplicate_total"] == expected["duplicates"]
+    assert metrics["riskwatch_reports_received_total"] == len(messages)
+    assert len(letters) == expected["dead_letters"]
+    reasons = [orjson.loads(r.value) for r in letters]
+    assert sorted(d["code"] for d in reasons) == sorted(["not_json", "not_json", "not_object", "empty", "schema", "schema"] + ["item_unit"] * 5)
+    assert all(d["reason"] and d["source"]["topic"] == settings.reports_topic for d in reasons)
+    assert len({r.key for r in alerts}) == len(alerts) == expected["alerts"]
+
+    counts = stored_counts(data_dir)
+    assert counts["results"] == counts["result_rows"] == expected["results"]
+    assert counts["alerts"] == counts["alert_rows"] == counts["failing"] == counts["evidence_ok"] == expected["alerts"]
+
+    # A restarted worker gets the same reports republished: nothing new is stored or alerted.
+    republished = messages[:50]
+
+    async def second_run():
+        worker = WorkerProcess(worker_env(broker, data_dir, "e2e"), tmp_path / "worker-2.log")
+        worker.start()
+        try:
+            await worker.wait_ready()
+            await send_all(broker.bootstrap, settings.reports_topic, republished)
+            return await worker.wait_drained(len(republished))
+        finally:
+            assert worker.stop() == 0
+
+    metrics = asyncio.run(second_run())
+    assert metrics["riskwatch_reports_received_total"] == len(republished), "committed offsets must survive the restart"
+    assert metrics["riskwatch_results_stored_total"] == 0
+    assert metrics.get("riskwatch_alerts_total", 0) == 0
+    assert stored_counts(data_dir) == counts
