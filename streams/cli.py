@@ -113,6 +113,23 @@ def demo(duration: float | None, rate: float, seed: int) -> None:
     sys.exit(asyncio.run(run_demo(_settings(), duration=duration, rate=rate, seed=seed, console=console)))
 
 
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's settings table")
+def show_settings(markdown: bool) -> None:
+    """Every RISKWATCH_* setting with its default (and current value)."""
+    from streams.settings import settings_table
+
+    if markdown:
+        click.echo(settings_table())
+        return
+    current = _settings()
+    table = Table("variable", "value", "meaning")
+    for name, field in Settings.model_fields.items():
+        value = getattr(current, name)
+        table.add_row(f"RISKWATCH_{name.upper()}", "***" if "password" in name else str(value), field.description or "")
+    console.print(table)
+
+
 @main.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)

