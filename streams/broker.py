@@ -45,7 +45,15 @@ async def wait_for_metadata(bootstrap: str, timeout: float = 30.0) -> None:
     """Return once the broker answers a Kafka metadata request."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+    host, _, port = bootstrap.partition(",")[0].rpartition(":")
     while time.monotonic() < deadline:
+        try:  # a plain TCP probe first, so that aiokafka does not log every refused attempt
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.close()
+        except OSError as error:
+            last_error = error
+            await asyncio.sleep(0.1)
+            continue
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await client.bootstrap()
