@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -24,10 +25,11 @@ from detectors.limit_exceedance import LimitExceedance
 from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
 from streams.dead_letter import dead_letter
-from streams.pipeline import Ingestor, Processor, ProcessOutput, SourceMessage, decode_results
+from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results
 from streams.settings import Settings
 
 log = logging.getLogger("riskwatch.worker")
+T = TypeVar("T")
 
 
 class ClickHouseWorkerThread:
@@ -95,6 +97,12 @@ def create_app(settings: Settings) -> faust.App:
     async def _close_clickhouse(_app: faust.App, **_: Any) -> None:
         clickhouse.close()
 
+    @app.task
+    async def _declare_output_topics() -> None:
+        """Agents' source topics are declared by Faust; these two are only written to."""
+        for topic in (dead_letters, alerts):
+            await topic.maybe_declare()
+
     @app.on_partitions_assigned.connect
     async def _assigned(_app: faust.App, assigned: set, **_: Any) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
@@ -123,8 +131,9 @@ def create_app(settings: Settings) -> faust.App:
                     batch.extend(decode_results(event.value))
                 except Exception as error:  # noqa: BLE001 - a foreign message on our topic
                     undecodable.append((event, error))
-            processor = Processor(await clickhouse.opened(), detectors)
-            output: ProcessOutput = await clickhouse.run(processor.prepare, batch)
+            processor = Processor(await _retrying(clickhouse.opened, "open ClickHouse", settings), detectors)
+            fresh = await _retrying(lambda: clickhouse.run(processor.select_fresh, batch), "look up stored results", settings)
+            output = processor.detect(fresh)
             # Alerts reach their topic before the rows are stored: after a crash in between,
             # the replay re-derives and re-sends them (same ids) instead of skipping them.
             pending = [await alerts.send(key=a.alert_id.encode(), value=orjson.dumps(a.to_wire())) for a in output.alerts]
@@ -136,7 +145,7 @@ def create_app(settings: Settings) -> faust.App:
                 )  # fmt: skip
                 pending.append(await dead_letters.send(key=message.key, value=letter))
             await asyncio.gather(*pending)
-            await _write_with_retry(clickhouse, processor, output, settings.sink_retry_max_seconds)
+            await _retrying(lambda: clickhouse.run(processor.write, output), "write to ClickHouse", settings)
             metrics.RESULTS_DUPLICATE.inc(output.duplicates)
             metrics.RESULTS_STORED.inc(len(output.stored))
             metrics.DEAD_LETTERS.labels("process").inc(len(undecodable))
@@ -154,18 +163,18 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def _write_with_retry(clickhouse: ClickHouseWorkerThread, processor: Processor, output: ProcessOutput, max_pause: float) -> None:
-    """Retry until the write lands: the batch stays unacknowledged meanwhile, so nothing is lost."""
+async def _retrying(attempt: Callable[[], Awaitable[T]], what: str, settings: Settings) -> T:
+    """Retry a ClickHouse step with backoff until it succeeds. The batch stays unacknowledged
+    meanwhile, so an outage delays results but loses none."""
     pause = 0.5
     while True:
         try:
-            await clickhouse.run(processor.write, output)
-            return
+            return await attempt()
         except Exception as error:  # noqa: BLE001 - any ClickHouse failure is retried
             metrics.SINK_ERRORS.inc()
-            log.warning("ClickHouse write failed (%s); retrying in %.1f s", error, pause)
+            log.warning("could not %s (%s); retrying in %.1f s", what, error, pause)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, max_pause)
+            pause = min(pause * 2, settings.sink_retry_max_seconds)
 
 
 def _source(event: faust.EventT) -> SourceMessage:

@@ -128,8 +128,8 @@ class Processor:
         self.store = store
         self.detectors = list(detectors)
 
-    def prepare(self, results: Iterable[LabResult]) -> ProcessOutput:
-        """Pick the results not seen before and run the detectors on them (no write yet)."""
+    def select_fresh(self, results: Iterable[LabResult]) -> ProcessOutput:
+        """The results not seen before, in event-time order (asks ClickHouse; safe to retry)."""
         output = ProcessOutput()
         unique: dict[str, LabResult] = {}
         for result in results:
@@ -139,11 +139,14 @@ class Processor:
                 unique[result.result_id] = result
         known = self.store.known_result_ids(unique)
         output.duplicates += len(known)
-        fresh = sorted((r for rid, r in unique.items() if rid not in known), key=lambda r: r.sampled_at)
+        output.stored = sorted((r for rid, r in unique.items() if rid not in known), key=lambda r: r.sampled_at)
+        return output
+
+    def detect(self, output: ProcessOutput) -> ProcessOutput:
+        """Run every detector over the fresh results (pure; runs once per batch)."""
         now = datetime.now(UTC)
         for detector in self.detectors:
-            output.alerts.extend(detector.process_many(fresh, now))
-        output.stored = fresh
+            output.alerts.extend(detector.process_many(output.stored, now))
         return output
 
     def write(self, output: ProcessOutput) -> None:

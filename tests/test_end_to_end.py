@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.broker import LocalBroker, free_port
 from streams.clickhouse import connect
@@ -99,6 +99,16 @@ def build_messages(count: int, republish: int, bad_items: int) -> tuple[list[tup
     return messages, expected
 
 
+async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        cluster = await client.fetch_all_metadata()
+        return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in topics}
+    finally:
+        await client.close()
+
+
 def stored_counts(data_dir: Path) -> dict[str, int]:
     client = connect(Settings(data_dir=data_dir))
     try:
@@ -132,9 +142,11 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
             assert worker.stop() == 0
         letters = await read_topic(broker.bootstrap, settings.dead_letter_topic, expected["dead_letters"])
         alerts = await read_topic(broker.bootstrap, settings.alerts_topic, expected["alerts"])
-        return metrics, letters, alerts
+        topics = [settings.reports_topic, settings.results_topic, settings.dead_letter_topic, settings.alerts_topic]
+        return metrics, letters, alerts, await partition_counts(broker.bootstrap, topics)
 
-    metrics, letters, alerts = asyncio.run(first_run())
+    metrics, letters, alerts, partitions = asyncio.run(first_run())
+    assert set(partitions.values()) == {4}, f"the app creates its topics with the configured partitions: {partitions}"
     assert metrics["riskwatch_results_stored_total"] == expected["results"]
     assert metrics["riskwatch_results_duplicate_total"] == expected["duplicates"]
     assert metrics["riskwatch_reports_received_total"] == len(messages)

@@ -56,10 +56,10 @@ def test_a_bad_item_is_a_dead_letter_and_the_rest_of_the_report_goes_on(report):
 def test_process_stores_each_result_once_and_alerts_once(store, report):
     processor = Processor(store, [LimitExceedance()])
     results = decode_results(ingest(message(orjson.dumps(report))).results[0][1])
-    first = processor.prepare(results + results[:1])  # a duplicate inside one batch
+    first = processor.detect(processor.select_fresh(results + results[:1]))  # a duplicate inside one batch
     assert (len(first.stored), first.duplicates, len(first.alerts)) == (4, 1, 1)
     processor.write(first)
-    again = processor.prepare(results)  # republished later, or replayed after a restart
+    again = processor.detect(processor.select_fresh(results))  # republished later, or replayed after a restart
     assert (len(again.stored), again.duplicates, again.alerts) == (0, 4, [])
     assert store.client.query("SELECT count() FROM results").result_rows[0][0] == 4
     assert store.client.query("SELECT count() FROM alerts").result_rows[0][0] == 1
