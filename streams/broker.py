@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -18,6 +17,8 @@ from importlib import util as importlib_util
 from pathlib import Path
 
 from aiokafka import AIOKafkaClient
+
+from streams.children import terminate
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,7 @@ class LocalBroker:
         log.info("tansu broker ready at %s (pid %d)", self.bootstrap, self.process.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
 
     async def __aenter__(self) -> LocalBroker:
         await self.start()

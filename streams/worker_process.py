@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from streams.children import terminate
 
 
 def read_metrics(url: str, timeout: float = 2.0) -> dict[str, float]:
@@ -85,16 +86,8 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (Faust's graceful shutdown), then SIGKILL if it hangs. Returns the exit code."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        code = terminate(self.process, timeout)
+        return 0 if code is None else code
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

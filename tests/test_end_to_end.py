@@ -125,6 +125,18 @@ def stored_counts(data_dir: Path) -> dict[str, int]:
         client.close()
 
 
+async def run_worker(env: dict[str, str], log: Path, topic: str, bootstrap: str, messages: list) -> dict[str, float]:
+    """Start a worker, publish, wait until it has stored everything, stop it gracefully."""
+    worker = WorkerProcess(env, log)
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await send_all(bootstrap, topic, messages)
+        return await worker.wait_drained(len(messages))
+    finally:
+        assert worker.stop() == 0
+
+
 def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_path):
     data_dir = tmp_path / "data"
     settings = Settings()
@@ -132,14 +144,8 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     assert expected["alerts"] > 0, "the seed should produce failing results"
 
     async def first_run():
-        worker = WorkerProcess(worker_env(broker, data_dir, "e2e"), tmp_path / "worker-1.log")
-        worker.start()
-        try:
-            await worker.wait_ready()
-            await send_all(broker.bootstrap, settings.reports_topic, messages)
-            metrics = await worker.wait_drained(len(messages))
-        finally:
-            assert worker.stop() == 0
+        env = worker_env(broker, data_dir, "e2e")
+        metrics = await run_worker(env, tmp_path / "worker-1.log", settings.reports_topic, broker.bootstrap, messages)
         letters = await read_topic(broker.bootstrap, settings.dead_letter_topic, expected["dead_letters"])
         alerts = await read_topic(broker.bootstrap, settings.alerts_topic, expected["alerts"])
         topics = [settings.reports_topic, settings.results_topic, settings.dead_letter_topic, settings.alerts_topic]
@@ -163,17 +169,8 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     # A restarted worker gets the same reports republished: nothing new is stored or alerted.
     republished = messages[:50]
 
-    async def second_run():
-        worker = WorkerProcess(worker_env(broker, data_dir, "e2e"), tmp_path / "worker-2.log")
-        worker.start()
-        try:
-            await worker.wait_ready()
-            await send_all(broker.bootstrap, settings.reports_topic, republished)
-            return await worker.wait_drained(len(republished))
-        finally:
-            assert worker.stop() == 0
-
-    metrics = asyncio.run(second_run())
+    env = worker_env(broker, data_dir, "e2e")
+    metrics = asyncio.run(run_worker(env, tmp_path / "worker-2.log", settings.reports_topic, broker.bootstrap, republished))
     assert metrics["riskwatch_reports_received_total"] == len(republished), "committed offsets must survive the restart"
     assert metrics["riskwatch_results_stored_total"] == 0
     assert metrics.get("riskwatch_alerts_total", 0) == 0
