@@ -18,4 +18,5 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/riskwatch demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest

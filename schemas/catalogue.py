@@ -10,7 +10,7 @@ unit of the dimension they were reported in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from schemas.units import UNITS, Unit
 
@@ -36,7 +36,7 @@ CITIES: dict[str, City] = {
 }
 
 
-class Hazard(str, Enum):
+class Hazard(StrEnum):
     """Hazard class of a test item; pathogens and prohibited substances are serious when found."""
 
     HEAVY_METAL = "heavy_metal"

@@ -8,8 +8,6 @@ decode still reaches the dead-letter topic) and validates them against the JSON 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import faust
 
 
@@ -20,13 +18,13 @@ class Lab(faust.Record, include_metadata=False):
 
 class ManufacturerRecord(faust.Record, include_metadata=False):
     name: str
-    uscc: Optional[str] = None
+    uscc: str | None = None
 
 
 class SamplingSite(faust.Record, include_metadata=False):
     name: str
-    kind: Optional[str] = None
-    district: Optional[str] = None
+    kind: str | None = None
+    district: str | None = None
 
 
 class TestItemResult(faust.Record, include_metadata=False):
@@ -34,16 +32,16 @@ class TestItemResult(faust.Record, include_metadata=False):
 
     test_item: str
     verdict: str
-    test_item_name: Optional[str] = None
-    value: Optional[float] = None
-    qualitative: Optional[str] = None
-    unit: Optional[str] = None
-    lod: Optional[float] = None
-    limit: Optional[float] = None
+    test_item_name: str | None = None
+    value: float | None = None
+    qualitative: str | None = None
+    unit: str | None = None
+    lod: float | None = None
+    limit: float | None = None
     limit_type: str = "max"
-    limit_unit: Optional[str] = None
-    standard: Optional[str] = None
-    method: Optional[str] = None
+    limit_unit: str | None = None
+    standard: str | None = None
+    method: str | None = None
 
 
 class LabReport(faust.Record, include_metadata=False, serializer="json"):
@@ -59,9 +57,9 @@ class LabReport(faust.Record, include_metadata=False, serializer="json"):
     published_at: str
     items: list[TestItemResult]
     schema: str = "riskwatch.lab_report.v1"
-    category_name: Optional[str] = None
-    manufacturer: Optional[ManufacturerRecord] = None
-    sampling_site: Optional[SamplingSite] = None
+    category_name: str | None = None
+    manufacturer: ManufacturerRecord | None = None
+    sampling_site: SamplingSite | None = None
     synthetic: bool = False
 
     def to_contract(self) -> dict:
@@ -88,8 +86,8 @@ class AlertRecord(faust.Record, include_metadata=False, serializer="json"):
     schema: str = "riskwatch.alert.v1"
     title_zh: str = ""
     explanation_zh: str = ""
-    test_item: Optional[str] = None
-    manufacturer: Optional[ManufacturerRecord] = None
+    test_item: str | None = None
+    manufacturer: ManufacturerRecord | None = None
     synthetic: bool = False
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 # Fixed namespace: ids must be identical on every machine and across versions.
@@ -26,7 +26,7 @@ def alert_id_for(detector: str, signal: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"alert\x1f{detector}\x1f{signal}"))
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """RASFF's risk decision, from most to least urgent."""
 
     SERIOUS = "serious"

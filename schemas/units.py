@@ -9,10 +9,10 @@ Conversion is only possible within one dimension; a unit of another dimension is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Dimension(str, Enum):
+class Dimension(StrEnum):
     MASS_FRACTION = "mass_fraction"  # mass of analyte per mass of sample
     MASS_CONCENTRATION = "mass_concentration"  # mass of analyte per volume of sample
     COLONY_COUNT_MASS = "colony_count_mass"  # CFU or MPN per gram

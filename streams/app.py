@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import faust
@@ -131,8 +131,8 @@ def create_app(settings: Settings) -> faust.App:
                     batch.extend(decode_results(event.value))
                 except Exception as error:  # noqa: BLE001 - a foreign message on our topic
                     undecodable.append((event, error))
-            processor = Processor(await _retrying(clickhouse.opened, "open ClickHouse", settings), detectors)
-            fresh = await _retrying(lambda: clickhouse.run(processor.select_fresh, batch), "look up stored results", settings)
+            processor = Processor(await _retrying("open ClickHouse", settings, clickhouse.opened), detectors)
+            fresh = await _retrying("look up stored results", settings, clickhouse.run, processor.select_fresh, batch)
             output = processor.detect(fresh)
             # Alerts reach their topic before the rows are stored: after a crash in between,
             # the replay re-derives and re-sends them (same ids) instead of skipping them.
@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> faust.App:
                 )  # fmt: skip
                 pending.append(await dead_letters.send(key=message.key, value=letter))
             await asyncio.gather(*pending)
-            await _retrying(lambda: clickhouse.run(processor.write, output), "write to ClickHouse", settings)
+            await _retrying("write to ClickHouse", settings, clickhouse.run, processor.write, output)
             metrics.RESULTS_DUPLICATE.inc(output.duplicates)
             metrics.RESULTS_STORED.inc(len(output.stored))
             metrics.DEAD_LETTERS.labels("process").inc(len(undecodable))
@@ -163,13 +163,13 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def _retrying(attempt: Callable[[], Awaitable[T]], what: str, settings: Settings) -> T:
+async def _retrying(what: str, settings: Settings, step: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Retry a ClickHouse step with backoff until it succeeds. The batch stays unacknowledged
     meanwhile, so an outage delays results but loses none."""
     pause = 0.5
     while True:
         try:
-            return await attempt()
+            return await step(*args)
         except Exception as error:  # noqa: BLE001 - any ClickHouse failure is retried
             metrics.SINK_ERRORS.inc()
             log.warning("could not %s (%s); retrying in %.1f s", what, error, pause)
