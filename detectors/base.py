@@ -1,17 +1,23 @@
 """The one protocol every detector follows, modelled on River's ``learn_one`` / ``score_one``.
 
 ``score_one`` says how unusual a result is (0 normal … 1 certainly anomalous) without changing
-state; ``learn_one`` updates state; ``process_one`` does both and returns the alerts that the
-result raises. Rebuilding state after a restart is ``learn_one`` over recent history: no
-alerts come out of it.
+state; ``learn_one`` updates state; ``process_one`` does both and returns the firings that the
+result raises. ``flush`` is called after each batch (and on a timer) for detectors that judge
+groups or the passing of time (lab bias, silent labs, multivariate samples). Rebuilding state
+after a restart is ``learn_one`` over recent history: no alerts come out of it.
+
+Firings are ``Alert`` objects without their final id: ``detectors.merge.AlertMerger`` folds
+repeated firings of one signal into one alert and gives it a deterministic id.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from datetime import datetime
 
+from schemas.catalogue import category_name, city_name, test_item_name
 from schemas.results import Alert, LabResult
 
 
@@ -27,7 +33,7 @@ class Detector(ABC):
 
     @abstractmethod
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        """The alerts a scored result raises (before it is learned)."""
+        """The firings a scored result raises (before it is learned)."""
 
     def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
         """Score, alert, then learn: the live path."""
@@ -39,4 +45,86 @@ class Detector(ABC):
         alerts: list[Alert] = []
         for result in results:
             alerts.extend(self.process_one(result, now))
+        alerts.extend(self.flush(now))
         return alerts
+
+    def flush(self, now: datetime) -> list[Alert]:
+        """Firings that need a whole batch or the passing of time; default none."""
+        return []
+
+    def reset(self) -> None:  # noqa: B027 - stateless detectors hold nothing
+        """Forget all state (e.g. when partitions are revoked)."""
+
+
+def log_level(result: LabResult) -> float | None:
+    """log(value / limit), oriented so that up is towards failing; None without a positive value.
+
+    Working on the ratio makes segments with different limits comparable and turns the
+    multiplicative spread of concentrations into an additive one.
+    """
+    value = result.value
+    if value is None or value <= 0 or not math.isfinite(value):
+        return None
+    if result.limit:
+        return math.log(value / result.limit) if result.limit_type == "max" else math.log(result.limit / value)
+    return math.log(value)
+
+
+def segment_text(category: str, test_item: str | None, city: str | None, lang: str = "en") -> str:
+    """'cadmium (as Cd) in food › grain products › rice, Zibo' in words."""
+    item = test_item_name(test_item, lang) if test_item else ""
+    where = category_name(category, lang)
+    place = city_name(city, lang) if city else ("联盟各市" if lang == "zh" else "all alliance cities")
+    if lang == "zh":
+        return f"{place}{where}{item}"
+    return f"{item + ' in ' if item else ''}{where}, {place}"
+
+
+def percent_of_limit(level: float) -> str:
+    return f"{100 * math.exp(level):.0f} % of the limit"
+
+
+def firing(
+    detector: str,
+    signal: str,
+    *,
+    severity,
+    score: float,
+    title: str,
+    title_zh: str,
+    explanation: str,
+    explanation_zh: str,
+    category: str,
+    evidence: list[LabResult],
+    now: datetime,
+    test_item: str | None = None,
+    cities: Iterable[str] | None = None,
+    labs: Iterable[str] | None = None,
+    manufacturer=None,
+) -> Alert:
+    """An alert for one firing; its id is the one a fresh merged alert gets (see merge.py)."""
+    from schemas.results import alert_id_for
+
+    ids = [r.result_id for r in evidence]
+    times = [r.sampled_at for r in evidence]
+    return Alert(
+        alert_id=alert_id_for(detector, f"{signal}\x1f{ids[0]}"),
+        detector=detector,
+        signal=signal,
+        severity=severity,
+        score=score,
+        title=title,
+        title_zh=title_zh,
+        explanation=explanation,
+        explanation_zh=explanation_zh,
+        category=category,
+        test_item=test_item,
+        cities=sorted(set(cities if cities is not None else (r.city for r in evidence))),
+        labs=sorted(set(labs if labs is not None else (r.lab_id for r in evidence))),
+        manufacturer=manufacturer,
+        evidence=ids,
+        first_seen=min(times),
+        last_seen=max(times),
+        detected_at=now,
+        synthetic=any(r.synthetic for r in evidence),
+    )

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from detectors.base import Detector
+from detectors.base import Detector, firing
 from schemas.catalogue import SERIOUS_WHEN_DETECTED, TEST_ITEMS, category_name, city_name, test_item_name
-from schemas.results import Alert, LabResult, Manufacturer, Severity, alert_id_for
+from schemas.results import Alert, LabResult, Manufacturer, Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +47,9 @@ class LimitExceedance(Detector):
         manufacturer = Manufacturer(result.manufacturer_name, result.manufacturer_uscc or None) if result.manufacturer_name else None
         ratio = result.limit_ratio
         return [
-            Alert(
-                alert_id=alert_id_for(self.name, result.result_id),
-                detector=self.name,
-                signal=result.result_id,
+            firing(
+                self.name,
+                result.result_id,
                 severity=severity,
                 score=ratio if ratio is not None and math.isfinite(ratio) else score,
                 title=title,
@@ -59,14 +58,9 @@ class LimitExceedance(Detector):
                 explanation_zh=explanation_zh,
                 category=result.category,
                 test_item=result.test_item,
-                cities=[result.city],
-                labs=[result.lab_id],
                 manufacturer=manufacturer,
-                evidence=[result.result_id],
-                first_seen=result.sampled_at,
-                last_seen=result.sampled_at,
-                detected_at=now,
-                synthetic=result.synthetic,
+                evidence=[result],
+                now=now,
             )
         ]
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from schemas.catalogue import CITIES
+from schemas.results import result_id_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +200,16 @@ def _manufacturers(rng: random.Random, per_trade: int = 14) -> list[Manufacturer
 
 @dataclass(frozen=True, slots=True)
 class Incident:
-    """A scripted change to the draws, active for reports [start, start + length)."""
+    """A scripted change to the draws, active for reports [start, start + length).
 
-    kind: str  # contamination | drift | manufacturer | lab_bias | silent_lab
+    kinds: contamination (values × factor in some cities, for a share of samples), drift
+    (× 1 → factor over the incident), combination (several items of one sample × factor
+    together), manufacturer (one maker's products × factor everywhere), lab_bias (one lab's
+    values × factor), silent_lab (one lab publishes nothing). ``detector`` names the detector
+    expected to catch it, for the benchmark.
+    """
+
+    kind: str
     start: int
     length: int
     category: str = ""
@@ -211,7 +219,9 @@ class Incident:
     probability: float = 1.0  # share of matching samples affected
     lab: str = ""
     manufacturer_index: int = 0
+    items: tuple[str, ...] = ()  # combination: the items raised together
     description: str = ""
+    detector: str = ""
 
     def active(self, index: int) -> bool:
         return self.start <= index < self.start + self.length
@@ -222,20 +232,26 @@ class Incident:
 
 DEFAULT_INCIDENTS: tuple[Incident, ...] = (
     Incident("contamination", 300, 1500, "food/grain_products/rice", "cadmium", ("zibo", "binzhou", "dongying"), 6.0, 0.6,
-             description="cadmium in rice from Zibo, Binzhou and Dongying (a shared paddy region)"),
+             description="cadmium in rice from Zibo, Binzhou and Dongying (a shared paddy region)", detector="cross_city"),
     Incident("drift", 200, 2400, "food/edible_oils/peanut_oil", "aflatoxin_b1", ("liaocheng", "dezhou"), 7.0,
-             description="aflatoxin B1 in peanut oil creeping up in Liaocheng and Dezhou (poor storage after a wet harvest)"),
+             description="aflatoxin B1 in peanut oil creeping up in Liaocheng and Dezhou (poor storage after a wet harvest)",
+             detector="limit_drift"),
     Incident("manufacturer", 500, 2000, "industrial/childrens_products/clothing", "formaldehyde", (), 4.0, 0.8, manufacturer_index=7,
-             description="one clothing maker's formaldehyde over the limit wherever its products are sampled"),
+             description="one clothing maker's formaldehyde over the limit wherever its products are sampled", detector="manufacturer"),
     Incident("lab_bias", 0, 10**9, "food/vegetables/leafy", "lead", (), 1.8, lab="DZQI",
-             description="Dezhou's lab reads lead in leafy vegetables high (calibration)"),
-    Incident("silent_lab", 1200, 900, lab="TAQI", description="Tai'an's lab stops publishing (LIMS export broken)"),
+             description="Dezhou's lab reads lead in leafy vegetables high (calibration)", detector="lab_bias"),
+    Incident("silent_lab", 1200, 900, lab="TAQI", description="Tai'an's lab stops publishing (LIMS export broken)", detector="silent_lab"),
 )  # fmt: skip
 
 
 @dataclass(slots=True)
 class Simulator:
-    """Endless stream of lab reports (dicts matching lab_report.v1), reproducible from the seed."""
+    """Endless stream of lab reports (dicts matching lab_report.v1), reproducible from the seed.
+
+    ``labels`` maps the result id of every value an incident changed to that incident's
+    index, and ``silences`` each silent-lab incident to its (start, end) in simulated time:
+    the ground truth a benchmark scores detectors against.
+    """
 
     seed: int = 7
     start: datetime | None = None
@@ -245,6 +261,8 @@ class Simulator:
     manufacturers: list[Manufacturer] = field(init=False)
     index: int = field(init=False, default=0)
     clock: datetime = field(init=False)
+    labels: dict[str, int] = field(init=False, default_factory=dict)
+    silences: dict[int, list[datetime]] = field(init=False, default_factory=dict)
     _sequence: dict[str, int] = field(init=False, default_factory=dict)
     _weights: list[float] = field(init=False, default_factory=list)
 
@@ -262,18 +280,21 @@ class Simulator:
         rng, index = self.rng, self.index
         self.index += 1
         self.clock = min(self.clock + timedelta(seconds=rng.expovariate(self.reports_per_day / 86400)), datetime.now(UTC))
+        self._track_silences(index)
         profile = rng.choices(CATEGORY_PROFILES, self._weights)[0]
         lab = self._pick_lab(index)
         maker = self._pick_maker(index, profile, lab)
         sampled = self.clock - timedelta(hours=rng.uniform(48, 120))
         tested = sampled + timedelta(hours=rng.uniform(4, 36))
-        items = [self._item(item, profile, lab, maker, index) for item in profile.items]
         seq = self._sequence[lab.id] = self._sequence.get(lab.id, 0) + 1
+        sample_id = f"{lab.id}{sampled:%Y%m%d}{seq:06d}"
+        together = self._combinations(index, profile, lab)
+        items = [self._item(item, profile, lab, maker, index, sample_id, together) for item in profile.items]
         local = timedelta(hours=8)
         return {
             "schema": "riskwatch.lab_report.v1",
             "report_id": f"{lab.id}-{sampled:%Y}-{seq:06d}",
-            "sample_id": f"{lab.id}{sampled:%Y%m%d}{seq:06d}",
+            "sample_id": sample_id,
             "lab": {"id": lab.id, "name": lab.name},
             "city": lab.city,
             "programme": rng.choices(
@@ -292,6 +313,15 @@ class Simulator:
             "synthetic": True,
             "items": items,
         }
+
+    def _track_silences(self, index: int) -> None:
+        for number, incident in enumerate(self.incidents):
+            if incident.kind != "silent_lab":
+                continue
+            if incident.active(index) and number not in self.silences:
+                self.silences[number] = [self.clock, self.clock]
+            elif number in self.silences and incident.active(index):
+                self.silences[number][1] = self.clock
 
     def _active(self, kind: str, index: int) -> list[Incident]:
         return [i for i in self.incidents if i.kind == kind and i.active(index)]
@@ -313,9 +343,20 @@ class Simulator:
         trade = [m for m in self.manufacturers if m.trade == trade_of(incident.category)]
         return trade[incident.manufacturer_index % len(trade)]
 
-    def _multiplier(self, item: ItemProfile, profile: CategoryProfile, lab: Lab, maker: Manufacturer, index: int) -> float:
-        factor = maker.quality
-        for incident in self.incidents:
+    def _combinations(self, index: int, profile: CategoryProfile, lab: Lab) -> dict[str, tuple[int, float]]:
+        """Items raised together in this sample by a combination incident: item → (incident, factor)."""
+        raised: dict[str, tuple[int, float]] = {}
+        for number, incident in enumerate(self.incidents):
+            if incident.kind != "combination" or not incident.active(index) or incident.category != profile.code:
+                continue
+            if (not incident.cities or lab.city in incident.cities) and self.rng.random() < incident.probability:
+                for item in incident.items:
+                    raised[item] = (number, incident.factor * self.rng.uniform(0.85, 1.15))
+        return raised
+
+    def _multiplier(self, item: ItemProfile, profile: CategoryProfile, lab: Lab, maker: Manufacturer, index: int) -> tuple[float, int | None]:
+        factor, cause = maker.quality, None
+        for number, incident in enumerate(self.incidents):
             if not incident.active(index) or incident.category != profile.code or incident.test_item != item.test_item:
                 continue
             if incident.kind == "contamination" and lab.city in incident.cities and self.rng.random() < incident.probability:
@@ -323,19 +364,32 @@ class Simulator:
             elif incident.kind == "drift" and lab.city in incident.cities:
                 factor *= 1 + (incident.factor - 1) * incident.progress(index)
             elif incident.kind == "manufacturer" and maker is self.incident_maker(incident):
-                factor *= incident.factor * self.rng.uniform(0.8, 1.2) if self.rng.random() < incident.probability else 1.0
+                if self.rng.random() >= incident.probability:
+                    continue
+                factor *= incident.factor * self.rng.uniform(0.8, 1.2)
             elif incident.kind == "lab_bias" and lab.id == incident.lab:
                 factor *= incident.factor
-        return factor
+            else:
+                continue
+            cause = number
+        return factor, cause
 
-    def _item(self, item: ItemProfile, profile: CategoryProfile, lab: Lab, maker: Manufacturer, index: int) -> dict[str, Any]:
+    def _item(
+        self, item: ItemProfile, profile: CategoryProfile, lab: Lab, maker: Manufacturer, index: int, sample_id: str,
+        together: dict[str, tuple[int, float]],
+    ) -> dict[str, Any]:  # fmt: skip
         rng = self.rng
         base: dict[str, Any] = {"test_item": item.test_item, "standard": item.standard}
         if item.limit is None:  # must not be detected
             detected = rng.random() < item.detect_probability * maker.quality
             base.update(qualitative="detected" if detected else "not_detected", verdict="fail" if detected else "pass")
             return base
-        factor = self._multiplier(item, profile, lab, maker, index)
+        factor, cause = self._multiplier(item, profile, lab, maker, index)
+        if item.test_item in together:
+            cause, extra = together[item.test_item]
+            factor *= extra
+        if cause is not None:
+            self.labels[result_id_for(lab.id, sample_id, item.test_item)] = cause
         if item.limit_type == "min":  # e.g. cetane number: incidents do not move these
             value = _round(item.limit * item.median_fraction * math.exp(rng.gauss(0, item.spread)))
             failed = value < item.limit

@@ -25,7 +25,7 @@ def with_value(result, value, verdict="fail"):
 
 def test_a_failing_result_raises_one_explained_alert(cadmium):
     (alert,) = LimitExceedance().process_one(cadmium, EXAMPLE_NOW)
-    assert alert.alert_id == alert_id_for("limit_exceedance", cadmium.result_id)
+    assert alert.alert_id == alert_id_for("limit_exceedance", f"{cadmium.result_id}\x1f{cadmium.result_id}")
     assert alert.evidence == [cadmium.result_id] and alert.cities == ["zibo"] and alert.labs == ["ZBQI"]
     assert alert.score == pytest.approx(2.05)
     assert alert.severity is Severity.POTENTIALLY_SERIOUS

@@ -1,0 +1,147 @@
+"""Values creeping towards the limit in a category × test item × city.
+
+Each new log(value / limit) is standardised against a reference: the values that came
+before the most recent ``recent`` ones, so that a drift cannot hide in its own baseline.
+A CUSUM (ISO 7870-4) and an EWMA chart (ISO 7870-6) on those z-scores say that the level has
+moved; a Mann-Kendall test with a Theil-Sen slope over the recent values says that it is
+rising steadily rather than jumping once. Both must agree, which keeps false alarms rare.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from detectors.base import Detector, firing, log_level, segment_text
+from detectors.univariate import Cusum, Ewma, RobustBaseline, trend_test
+from schemas.results import Alert, LabResult, Severity
+
+Segment = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class _SegmentState:
+    recent: deque = field(default_factory=deque)  # (level, result)
+    reference: RobustBaseline = field(default_factory=RobustBaseline)
+    cusum: Cusum = field(default_factory=Cusum)
+    ewma: Ewma = field(default_factory=Ewma)
+
+
+class LimitDrift(Detector):
+    name = "limit_drift"
+
+    def __init__(
+        self,
+        recent: int = 16,
+        reference: int = 80,
+        min_reference: int = 20,
+        cusum_k: float = 0.5,
+        cusum_h: float = 4.0,
+        ewma_lambda: float = 0.2,
+        ewma_width: float = 3.0,
+        z_cap: float = 4.0,
+        alpha: float = 0.005,
+        min_fraction_of_limit: float = 0.2,
+    ) -> None:
+        self.recent, self.reference, self.min_reference = recent, reference, min_reference
+        self.cusum_k, self.cusum_h, self.ewma_lambda, self.ewma_width = cusum_k, cusum_h, ewma_lambda, ewma_width
+        self.z_cap, self.alpha, self.min_level = z_cap, alpha, math.log(min_fraction_of_limit)
+        self.segments: dict[Segment, _SegmentState] = {}
+
+    @staticmethod
+    def segment(result: LabResult) -> Segment:
+        return result.category, result.test_item, result.city
+
+    def _state(self, result: LabResult) -> _SegmentState:
+        key = self.segment(result)
+        state = self.segments.get(key)
+        if state is None:
+            state = self.segments[key] = _SegmentState(
+                reference=RobustBaseline(self.reference, 0.1),
+                cusum=Cusum(self.cusum_k, self.cusum_h),
+                ewma=Ewma(self.ewma_lambda, self.ewma_width),
+            )
+        return state
+
+    def _z(self, state: _SegmentState, level: float) -> float | None:
+        if len(state.reference) < self.min_reference:
+            return None
+        return max(-self.z_cap, min(self.z_cap, state.reference.z(level)))
+
+    def learn_one(self, result: LabResult) -> None:
+        level = log_level(result)
+        if level is None or not result.limit:
+            return
+        state = self._state(result)
+        z = self._z(state, level)
+        if z is not None:
+            state.cusum.update(z)
+            state.ewma.update(z)
+        state.recent.append((level, result))
+        if len(state.recent) > self.recent:
+            old_level, _ = state.recent.popleft()
+            state.reference.learn_one(old_level)
+
+    def score_one(self, result: LabResult) -> float:
+        level = log_level(result)
+        state = self.segments.get(self.segment(result))
+        if level is None or state is None or (z := self._z(state, level)) is None:
+            return 0.0
+        return min(1.0, max(0.0, state.cusum.s + z - self.cusum_k) / (2 * self.cusum_h))
+
+    def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
+        level = log_level(result)
+        state = self.segments.get(self.segment(result))
+        if level is None or not result.limit or state is None or (z := self._z(state, level)) is None:
+            return []
+        cusum = max(0.0, state.cusum.s + z - self.cusum_k)
+        ewma = self.ewma_lambda * z + (1 - self.ewma_lambda) * state.ewma.value
+        ewma_limit = self.ewma_width * math.sqrt(self.ewma_lambda / (2 - self.ewma_lambda) * (1 - (1 - self.ewma_lambda) ** (2 * (state.ewma.t + 1))))
+        if cusum <= self.cusum_h and ewma <= ewma_limit:
+            return []
+        window = [lv for lv, _ in state.recent] + [level]
+        if len(window) < 8:
+            return []
+        trend = trend_test(window)
+        if trend.p_value >= self.alpha or trend.slope <= 0 or trend.level < self.min_level:
+            return []
+        return [self._firing(result, state, trend, cusum, ewma, ewma_limit, score, now)]
+
+    def _firing(self, result, state, trend, cusum, ewma, ewma_limit, score, now) -> Alert:
+        start = math.exp(trend.level - trend.slope * len(state.recent))
+        end = math.exp(trend.level)
+        steps = -trend.level / trend.slope if trend.level < 0 else 0.0
+        severity = Severity.POTENTIALLY_SERIOUS if end >= 0.8 else Severity.NOT_SERIOUS
+        where_en = segment_text(result.category, result.test_item, result.city)
+        where_zh = segment_text(result.category, result.test_item, result.city, "zh")
+        n = len(state.recent) + 1
+        charts = f"CUSUM {cusum:.1f} (limit {self.cusum_h:g}), EWMA {ewma:.2f} (limit {ewma_limit:.2f})"
+        eta_en = f" At this rate it reaches the limit in about {steps:.0f} more results." if steps > 0 else " It is at the limit."
+        eta_zh = f"按此速度约再{steps:.0f}批次将达到限量。" if steps > 0 else "已达到限量。"
+        evidence = [r for _, r in state.recent] + [result]
+        return firing(
+            self.name,
+            "|".join(self.segment(result)),
+            severity=severity,
+            score=max(score, trend.tau),
+            title=f"Rising towards the limit: {where_en}",
+            title_zh=f"{where_zh}检测值持续上升、逼近限量",
+            explanation=(
+                f"Over the last {n} results the level rose from about {100 * start:.0f} % to {100 * end:.0f} % of the limit "
+                f"(Theil-Sen slope ×{math.exp(trend.slope):.3f} per result; Mann-Kendall tau {trend.tau:.2f}, p = {trend.p_value:.2g}; "
+                f"{charts}).{eta_en}"
+            ),
+            explanation_zh=(
+                f"近{n}批次检测水平由限量的约{100 * start:.0f}%升至{100 * end:.0f}%"
+                f"(Mann-Kendall检验tau={trend.tau:.2f},p={trend.p_value:.2g};{charts})。{eta_zh}"
+            ),
+            category=result.category,
+            test_item=result.test_item,
+            evidence=evidence,
+            now=now,
+        )
+
+    def reset(self) -> None:
+        self.segments.clear()

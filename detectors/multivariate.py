@@ -1,0 +1,163 @@
+"""Samples whose combination of test items is unlike the category's usual ones (Isolation Forest).
+
+Each sample is a vector of log(value / limit) over the category's test items. A
+scikit-learn IsolationForest is fitted on a sliding reference window of recent samples and
+refitted every ``refit_every`` new samples, in ``flush`` (once per batch, never per result).
+A sample fires when it isolates more easily than anything in the reference and at least one
+of its items is past ``min_fraction_of_limit``: odd and relevant to risk. Failing samples
+are left to limit exceedance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+
+from detectors.base import Detector, firing, log_level, segment_text
+from schemas.catalogue import test_item_name
+from schemas.results import Alert, LabResult, Severity
+
+_NOT_DETECTED = math.log(0.005)  # a non-detect sits well below any measured level
+
+
+@dataclass(slots=True)
+class _Category:
+    items: list[str] = field(default_factory=list)
+    reference: deque = field(default_factory=deque)  # dict item → level, one per sample
+    model: IsolationForest | None = None
+    model_items: list[str] = field(default_factory=list)
+    medians: list[float] = field(default_factory=list)  # per model item, for missing items
+    reference_max: float = math.inf
+    since_fit: int = 0
+
+
+class MultivariateAnomaly(Detector):
+    name = "multivariate"
+
+    def __init__(
+        self,
+        reference: int = 400,
+        min_reference: int = 100,
+        refit_every: int = 200,
+        margin: float = 0.02,
+        min_fraction_of_limit: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.reference, self.min_reference, self.refit_every, self.margin = reference, min_reference, refit_every, margin
+        self.min_level, self.seed = math.log(min_fraction_of_limit), seed
+        self.categories: dict[str, _Category] = {}
+        self.pending: dict[tuple[str, str], list[LabResult]] = {}  # sample → its results, until flush
+
+    @staticmethod
+    def _feature(result: LabResult) -> float | None:
+        level = log_level(result)
+        if level is not None:
+            return level
+        return _NOT_DETECTED if result.qualitative == "not_detected" and result.limit else None
+
+    def learn_one(self, result: LabResult) -> None:
+        self.pending.setdefault((result.lab_id, result.sample_id), []).append(result)
+
+    def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
+        self.learn_one(result)  # samples are scored whole and in bulk, in flush
+        return []
+
+    @staticmethod
+    def _row(category: _Category, sample: dict[str, float]) -> list[float]:
+        return [sample.get(item, category.medians[i]) for i, item in enumerate(category.model_items)]
+
+    @staticmethod
+    def _medians(category: _Category) -> list[float]:
+        columns = [[s[item] for s in category.reference if item in s] for item in category.model_items]
+        return [float(np.median(c)) if c else _NOT_DETECTED for c in columns]
+
+    def _fit(self, category: _Category) -> None:
+        category.model_items = list(category.items)
+        category.medians = self._medians(category)
+        matrix = np.array([self._row(category, s) for s in category.reference])
+        category.model = IsolationForest(n_estimators=50, random_state=self.seed).fit(matrix)
+        category.reference_max = float(np.max(-category.model.score_samples(matrix)))
+        category.since_fit = 0
+
+    def score_one(self, result: LabResult) -> float:
+        category = self.categories.get(result.category)
+        feature = self._feature(result)
+        if category is None or category.model is None or feature is None:
+            return 0.0
+        score = float(-category.model.score_samples(np.array([self._row(category, {result.test_item: feature})]))[0])
+        return min(1.0, max(0.0, score))
+
+    def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
+        return []  # samples are judged whole, in flush
+
+    def flush(self, now: datetime) -> list[Alert]:
+        alerts = []
+        pending, self.pending = self.pending, {}
+        by_category: dict[str, list[tuple[dict[str, float], list[LabResult]]]] = {}
+        for results in pending.values():
+            sample = {r.test_item: f for r in results if (f := self._feature(r)) is not None}
+            if sample:
+                by_category.setdefault(results[0].category, []).append((sample, results))
+        for code, samples in by_category.items():
+            category = self.categories.setdefault(code, _Category())
+            if category.model is not None:  # one scoring call per category and batch
+                scores = -category.model.score_samples(np.array([self._row(category, sample) for sample, _ in samples]))
+                for (sample, results), score in zip(samples, scores, strict=True):
+                    alert = self._judge(category, sample, results, float(score), now)
+                    if alert is not None:
+                        alerts.append(alert)
+            for sample, _ in samples:
+                for item in sample:
+                    if item not in category.items:
+                        category.items.append(item)
+                category.reference.append(sample)
+                if len(category.reference) > self.reference:
+                    category.reference.popleft()
+                category.since_fit += 1
+            if len(category.reference) >= self.min_reference and (category.model is None or category.since_fit >= self.refit_every):
+                self._fit(category)
+        return alerts
+
+    def _judge(self, category: _Category, sample: dict[str, float], results: list[LabResult], score: float, now: datetime) -> Alert | None:
+        if any(r.failed or (r.limit_ratio or 0) > 1 for r in results) or max(sample.values()) < self.min_level:
+            return None
+        if score <= category.reference_max + self.margin:
+            return None
+        medians = dict(zip(category.model_items, category.medians, strict=True))
+        unusual = sorted(sample, key=lambda item: sample[item] - medians.get(item, 0.0), reverse=True)[:3]
+        parts_en = ", ".join(f"{test_item_name(i)} {100 * math.exp(sample[i]):.0f} % of limit (usually {100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f} %)" for i in unusual)
+        parts_zh = "、".join(f"{test_item_name(i, 'zh')}达限量{100 * math.exp(sample[i]):.0f}%(通常{100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f}%)" for i in unusual)
+        first = results[0]
+        severity = Severity.POTENTIALLY_SERIOUS if max(sample.values()) >= math.log(0.8) else Severity.NOT_SERIOUS
+        where_en = segment_text(first.category, None, first.city)
+        where_zh = segment_text(first.category, None, first.city, "zh")
+        return firing(
+            self.name,
+            f"{first.category}|{first.lab_id}|{first.sample_id}",
+            severity=severity,
+            score=min(1.0, score),
+            title=f"Unusual combination of results: {first.product_name}, {where_en}",
+            title_zh=f"{where_zh}{first.product_name}多项指标组合异常",
+            explanation=(
+                f"Sample {first.sample_id} ({first.product_name}, {first.manufacturer_name or 'unnamed maker'}) is isolated more easily "
+                f"than any of the last {len(category.reference)} samples of its category (isolation score {score:.3f} against at most "
+                f"{category.reference_max:.3f}); most unusual: {parts_en}. No item fails yet."
+            ),
+            explanation_zh=(
+                f"样品{first.sample_id}({first.product_name},{first.manufacturer_name or '生产者不详'})的各项指标组合"
+                f"异于该类别近{len(category.reference)}批次(孤立森林异常分{score:.3f},以往最高{category.reference_max:.3f});"
+                f"最突出:{parts_zh}。尚无项目不合格。"
+            ),
+            category=first.category,
+            evidence=results,
+            now=now,
+        )
+
+    def reset(self) -> None:
+        self.categories.clear()
+        self.pending.clear()

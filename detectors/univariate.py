@@ -1,0 +1,132 @@
+"""Univariate building blocks on plain numbers: usable on any (timestamp, value) stream.
+
+- ``RobustBaseline``: rolling median / MAD of the last values; robust z and a score in [0, 1].
+- ``Cusum``: one-sided tabular CUSUM on standardised values (ISO 7870-4).
+- ``Ewma``: EWMA chart with exact time-varying limits (ISO 7870-6).
+- ``trend_test``: Mann-Kendall (Kendall's tau against time) with a Theil-Sen slope.
+
+Each keeps just the state it needs, so that thousands of segments fit in memory.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from scipy import stats
+
+_MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
+
+
+def z_to_score(z: float) -> float:
+    """Map a z-score to [0, 1]: the probability mass of a normal closer to the centre than |z|."""
+    return math.erf(abs(z) / math.sqrt(2.0))
+
+
+class RobustBaseline:
+    """Median and MAD of the last ``window`` values, kept sorted for O(window) updates."""
+
+    __slots__ = ("window", "min_scale", "_recent", "_sorted")
+
+    def __init__(self, window: int = 60, min_scale: float = 0.05) -> None:
+        self.window = window
+        self.min_scale = min_scale  # floor on the scale: identical values must not make every change infinite
+        self._recent: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def learn_one(self, x: float) -> None:
+        self._recent.append(x)
+        bisect.insort(self._sorted, x)
+        if len(self._recent) > self.window:
+            old = self._recent.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+    @property
+    def median(self) -> float:
+        values, n = self._sorted, len(self._sorted)
+        if n == 0:
+            return math.nan
+        mid = n // 2
+        return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
+
+    @property
+    def scale(self) -> float:
+        """Robust standard deviation: 1.4826 × MAD, floored at min_scale."""
+        if not self._sorted:
+            return math.nan
+        med = self.median
+        deviations = sorted(abs(v - med) for v in self._sorted)
+        n, mid = len(deviations), len(deviations) // 2
+        mad = deviations[mid] if n % 2 else (deviations[mid - 1] + deviations[mid]) / 2
+        return max(_MAD_TO_SIGMA * mad, self.min_scale)
+
+    def z(self, x: float) -> float:
+        return (x - self.median) / self.scale
+
+    def score_one(self, x: float) -> float:
+        return z_to_score(self.z(x)) if self._sorted else 0.0
+
+
+@dataclass(slots=True)
+class Cusum:
+    """Upper one-sided CUSUM: S = max(0, S + z − k); signals when S > h (in standard deviations)."""
+
+    k: float = 0.5
+    h: float = 5.0
+    s: float = 0.0
+    run: int = 0  # consecutive updates with S > 0
+
+    def update(self, z: float) -> bool:
+        self.s = max(0.0, self.s + z - self.k)
+        self.run = self.run + 1 if self.s > 0 else 0
+        return self.s > self.h
+
+    def reset(self) -> None:
+        self.s, self.run = 0.0, 0
+
+
+@dataclass(slots=True)
+class Ewma:
+    """EWMA of standardised values with the exact limit L·sqrt(λ/(2−λ)·(1−(1−λ)^{2t}))."""
+
+    lam: float = 0.2
+    width: float = 3.0
+    value: float = 0.0
+    t: int = 0
+
+    def update(self, z: float) -> bool:
+        self.t += 1
+        self.value = self.lam * z + (1 - self.lam) * self.value
+        return self.value > self.limit
+
+    @property
+    def limit(self) -> float:
+        return self.width * math.sqrt(self.lam / (2 - self.lam) * (1 - (1 - self.lam) ** (2 * self.t)))
+
+    def reset(self) -> None:
+        self.value, self.t = 0.0, 0
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    tau: float  # Kendall's tau of value against order: +1 steadily rising
+    p_value: float  # one-sided, for a rising trend
+    slope: float  # Theil-Sen slope per step
+    level: float  # Theil-Sen line at the last point
+
+
+def trend_test(values: list[float]) -> Trend:
+    """Mann-Kendall test for a rising trend with the Theil-Sen slope (values in arrival order)."""
+    n = len(values)
+    order = list(range(n))
+    tau, p_two_sided = stats.kendalltau(order, values)
+    if math.isnan(tau):  # all values equal
+        return Trend(0.0, 1.0, 0.0, values[-1] if values else math.nan)
+    slope, intercept, _, _ = stats.theilslopes(values, order)
+    p_rising = p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2
+    return Trend(float(tau), float(p_rising), float(slope), float(intercept + slope * (n - 1)))

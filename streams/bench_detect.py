@@ -1,0 +1,247 @@
+"""``riskwatch bench detect``: score every detector on labelled, seeded scenarios.
+
+Two streams from the simulator, both validated exactly as the worker validates them:
+a *clean* stream (no incidents) for the false-alarm rate, and an *incident* stream with
+incidents of every kind injected into distinct segments at spaced times. The simulator
+labels every value an incident changed, which is the ground truth:
+
+- recall: incidents caught by their detector (an alert of that detector whose evidence
+  holds a labelled result; for a silent lab, an alert on that lab during the silence);
+- precision: alerts of a detector whose evidence holds any labelled result (for limit
+  exceedance, every alert is a failing result, hence true);
+- false alerts per 10,000 clean results: alerts other than limit exceedance on the clean
+  stream, where nothing happened;
+- detection delay: labelled results of the incident up to the one that fired (results), and
+  event time from the first labelled result, or the start of a silence, to the firing (hours).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from detectors.suite import DetectorSuite
+from schemas.results import Alert, LabResult
+from schemas.validation import ValidationPolicy, validate_report
+from streams.simulation import CATEGORY_PROFILES, LABS, Incident, Simulator
+
+_POLICY = ValidationPolicy(max_age=timedelta(days=36500), max_future_skew=timedelta(days=36500))
+_START = datetime(2024, 1, 1, tzinfo=UTC)
+KINDS = ("value_anomaly", "multivariate", "limit_drift", "failure_rate", "cross_city", "manufacturer", "lab_bias", "silent_lab")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    seed: int = 2026
+    per_kind: int = 5
+    warmup_reports: int = 6000
+    spacing: int = 2500  # reports between incident starts
+    clean_reports: int = 30000
+    chunk: int = 2000  # reports per detector call (a worker batch)
+
+
+def _segments(rng: random.Random) -> list[tuple[str, str, float]]:
+    """(category, item, typical fraction of limit) of every numeric max-limit item, shuffled."""
+    pairs = [(c.code, i.test_item, i.median_fraction) for c in CATEGORY_PROFILES for i in c.items if i.limit and i.limit_type == "max"]
+    rng.shuffle(pairs)
+    return pairs
+
+
+def bench_incidents(config: BenchConfig) -> tuple[Incident, ...]:
+    """per_kind incidents of every kind, in distinct segments, starts spaced and shuffled."""
+    rng = random.Random(config.seed)
+    segments = _segments(rng)
+    multi_item = [c for c in CATEGORY_PROFILES if sum(1 for i in c.items if i.limit and i.limit_type == "max") >= 3]
+    cities = ["jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying"]
+    slots = list(range(len(KINDS) * config.per_kind))
+    rng.shuffle(slots)
+    incidents: list[Incident] = []
+    for n, kind in enumerate(k for k in KINDS for _ in range(config.per_kind)):
+        start = config.warmup_reports + slots[n] * config.spacing
+        category, item, typical = segments[n % len(segments)]
+        city = (rng.choice(cities),)
+        if kind == "value_anomaly":  # a jump to ~55 % of the limit in one city: unusual, not failing
+            incidents.append(Incident("contamination", start, 3000, category, item, city, 0.55 / typical, 1.0, detector=kind))
+        elif kind == "multivariate":  # two items of one category raised together in a fifth of samples
+            profile = rng.choice(multi_item)
+            pair = rng.sample([i for i in profile.items if i.limit and i.limit_type == "max"], 2)
+            factor = 0.45 / max(i.median_fraction for i in pair)
+            incidents.append(Incident("combination", start, 3000, profile.code, "", (), factor, 0.25,
+                                      items=tuple(i.test_item for i in pair), detector=kind))  # fmt: skip
+        elif kind == "limit_drift":  # creeping from the usual level to 1.2× the limit
+            incidents.append(Incident("drift", start, 6000, category, item, city, 1.2 / typical, detector=kind))
+        elif kind == "failure_rate":  # a quarter of one city's results of the item fail
+            incidents.append(Incident("contamination", start, 4000, category, item, city, 1.6 / typical, 0.25, detector=kind))
+        elif kind == "cross_city":  # failures in four cities at once
+            incidents.append(Incident("contamination", start, 3000, category, item, tuple(rng.sample(cities, 4)), 1.6 / typical, 0.5, detector=kind))
+        elif kind == "manufacturer":  # one maker fails wherever sampled
+            incidents.append(Incident("manufacturer", start, 4000, category, item, (), 2.0 / typical, 0.9,
+                                      manufacturer_index=rng.randrange(14), detector=kind))  # fmt: skip
+        elif kind == "lab_bias":  # one lab reads 1.8× on one item
+            incidents.append(Incident("lab_bias", start, 8000, category, item, (), 1.8, lab=rng.choice(LABS).id, detector=kind))
+        else:  # one lab silent for ~900 reports (about 14 hours)
+            incidents.append(Incident("silent_lab", start, 900, lab=rng.choice(LABS).id, detector=kind))
+    return tuple(incidents)
+
+
+@dataclass(slots=True)
+class Run:
+    results: list[LabResult] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)  # result id → stream position
+    first_versions: dict[str, Alert] = field(default_factory=dict)  # alert id → first emitted version
+    last_versions: dict[str, Alert] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _stream(simulator: Simulator, reports: int) -> list[LabResult]:
+    results: list[LabResult] = []
+    for _ in range(reports):
+        results.extend(validate_report(orjson.dumps(simulator.next_report()), now=_START + timedelta(days=3650), policy=_POLICY).results)
+    return results
+
+
+def run_suite(results: list[LabResult], chunk_results: int, progress: Callable[[int], None] | None = None) -> Run:
+    import time
+
+    run = Run(results=results, position={r.result_id: i for i, r in enumerate(results)})
+    suite = DetectorSuite()
+    started = time.perf_counter()
+    for start in range(0, len(results), chunk_results):
+        batch = results[start : start + chunk_results]
+        for alert in suite.process(batch, batch[-1].published_at):
+            run.first_versions.setdefault(alert.alert_id, alert)
+            run.last_versions[alert.alert_id] = alert
+        if progress is not None:
+            progress(len(batch))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+@dataclass(slots=True)
+class DetectorScore:
+    detector: str
+    incidents: int = 0
+    detected: int = 0
+    alerts: int = 0
+    true_alerts: int = 0
+    clean_alerts: int = 0
+    delays_results: list[int] = field(default_factory=list)
+    delays_hours: list[float] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected / self.incidents if self.incidents else None
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_alerts / self.alerts if self.alerts else None
+
+
+@dataclass(slots=True)
+class BenchReport:
+    scores: dict[str, DetectorScore]
+    clean_results: int
+    incident_results: int
+    results_per_second: float
+    overall: DetectorScore
+
+
+def _match(alert: Alert, incident: Incident, number: int, labels: dict[str, int], simulator: Simulator) -> bool:
+    if incident.kind == "silent_lab":
+        start, end = simulator.silences.get(number, (None, None))
+        return start is not None and incident.lab in alert.labs and start - timedelta(hours=1) <= alert.last_seen <= end + timedelta(days=1)
+    return any(labels.get(rid) == number for rid in alert.evidence)
+
+
+def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
+    """Run both streams and score every detector."""
+    incidents = bench_incidents(config)
+    total_reports = config.warmup_reports + len(incidents) * config.spacing + 8000
+    simulator = Simulator(seed=config.seed, start=_START, incidents=incidents)
+    if progress:
+        progress("simulating the incident stream", 0, total_reports)
+    incident_results = _stream(simulator, total_reports)
+    clean_sim = Simulator(seed=config.seed + 1, start=_START, incidents=())
+    if progress:
+        progress("simulating the clean stream", 0, config.clean_reports)
+    clean_results = _stream(clean_sim, config.clean_reports)
+    items_per_report = len(incident_results) / total_reports
+    chunk = max(1, int(config.chunk * items_per_report))
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("running the detectors", done, len(incident_results) + len(clean_results))
+
+    run = run_suite(incident_results, chunk, tick)
+    clean = run_suite(clean_results, chunk, tick)
+
+    labels = simulator.labels
+    scores = {name: DetectorScore(name) for name in ["limit_exceedance", *KINDS]}
+    overall = DetectorScore("overall")
+    by_detector: dict[str, list[Alert]] = defaultdict(list)
+    for alert in run.last_versions.values():
+        by_detector[alert.detector].append(alert)
+    silences = [(n, i) for n, i in enumerate(incidents) if i.kind == "silent_lab"]
+
+    def is_true(alert: Alert) -> bool:
+        if alert.detector == "limit_exceedance":
+            return True  # every such alert is a failing result
+        return any(rid in labels for rid in alert.evidence) or any(_match(alert, i, n, labels, simulator) for n, i in silences)
+
+    for name, alerts in by_detector.items():
+        score = scores.setdefault(name, DetectorScore(name))
+        score.alerts = len(alerts)
+        score.true_alerts = sum(1 for a in alerts if is_true(a))
+    for alert in clean.last_versions.values():
+        if alert.detector != "limit_exceedance":
+            scores[alert.detector].clean_alerts += 1
+    failing = [r for r in incident_results if r.failed or (r.limit_ratio or 0) > 1]
+    limit = scores["limit_exceedance"]
+    limit.incidents = len(failing)
+    alerted = {rid for a in by_detector["limit_exceedance"] for rid in a.evidence}
+    limit.detected = sum(1 for r in failing if r.result_id in alerted)
+    limit.delays_results = [1] * limit.detected
+    limit.delays_hours = [0.0] * limit.detected
+    for number, incident in enumerate(incidents):
+        score = scores[incident.detector]
+        score.incidents += 1
+        candidates = [a for a in run.first_versions.values() if a.detector == incident.detector]
+        hits = [a for a in candidates if _match(run.last_versions[a.alert_id], incident, number, labels, simulator)]
+        if not hits:
+            continue
+        score.detected += 1
+        labelled = [run.position[rid] for rid, n in labels.items() if n == number and rid in run.position]
+        trigger = min(hits, key=lambda a: max(run.position.get(rid, 0) for rid in a.evidence))
+        trigger_position = max(run.position.get(rid, 0) for rid in trigger.evidence)
+        if incident.kind == "silent_lab":
+            score.delays_results.append(0)
+            score.delays_hours.append((trigger.last_seen - simulator.silences[number][0]).total_seconds() / 3600)
+        else:
+            onset = incident_results[min(labelled)] if labelled else incident_results[trigger_position]
+            score.delays_results.append(sum(1 for p in labelled if p <= trigger_position))
+            score.delays_hours.append(max(0.0, (incident_results[trigger_position].sampled_at - onset.sampled_at).total_seconds() / 3600))
+    for name, score in scores.items():
+        if name == "limit_exceedance":
+            continue
+        overall.incidents += score.incidents
+        overall.detected += score.detected
+        overall.alerts += score.alerts
+        overall.true_alerts += score.true_alerts
+        overall.clean_alerts += score.clean_alerts
+        overall.delays_results += score.delays_results
+        overall.delays_hours += score.delays_hours
+    seconds = run.seconds + clean.seconds
+    return BenchReport(scores, len(clean_results), len(incident_results), (len(incident_results) + len(clean_results)) / seconds, overall)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
