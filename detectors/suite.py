@@ -36,9 +36,9 @@ MERGE_WINDOWS = {
 }
 
 
-def default_detectors(severity: SeverityPolicy = SeverityPolicy()) -> list[Detector]:
+def default_detectors(severity: SeverityPolicy | None = None) -> list[Detector]:
     return [
-        LimitExceedance(severity),
+        LimitExceedance(severity or SeverityPolicy()),
         ValueAnomaly(),
         MultivariateAnomaly(),
         LimitDrift(),

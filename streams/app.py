@@ -16,12 +16,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import faust
 import orjson
 
-from detectors.limit_exceedance import LimitExceedance
+from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
 from streams.dead_letter import dead_letter
@@ -91,7 +92,14 @@ def create_app(settings: Settings) -> faust.App:
 
     ingestor = Ingestor(settings.validation_policy, settings.max_message_bytes)
     clickhouse = ClickHouseWorkerThread(settings)
-    detectors = [LimitExceedance(settings.severity_policy)]
+    processors: list[Processor] = []  # one, created with the store
+
+    async def processor() -> Processor:
+        if not processors:
+            store = await _retrying("open ClickHouse", settings, clickhouse.opened)
+            suite = DetectorSuite(default_detectors(settings.severity_policy))
+            processors.append(Processor(store, suite, timedelta(days=settings.warmup_days), settings.warmup_max_results))
+        return processors[0]
 
     @app.on_before_shutdown.connect
     async def _close_clickhouse(_app: faust.App, **_: Any) -> None:
@@ -102,6 +110,11 @@ def create_app(settings: Settings) -> faust.App:
         """Agents' source topics are declared by Faust; these two are only written to."""
         for topic in (dead_letters, alerts):
             await topic.maybe_declare()
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(_app: faust.App, revoked: set, **_: Any) -> None:
+        if processors and revoked:
+            await clickhouse.run(processors[0].reset)  # rebuilt from ClickHouse for whatever comes back
 
     @app.on_partitions_assigned.connect
     async def _assigned(_app: faust.App, assigned: set, **_: Any) -> None:
@@ -131,9 +144,10 @@ def create_app(settings: Settings) -> faust.App:
                     batch.extend(decode_results(event.value))
                 except Exception as error:  # noqa: BLE001 - a foreign message on our topic
                     undecodable.append((event, error))
-            processor = Processor(await _retrying("open ClickHouse", settings, clickhouse.opened), detectors)
-            fresh = await _retrying("look up stored results", settings, clickhouse.run, processor.select_fresh, batch)
-            output = processor.detect(fresh)
+            pipeline = await processor()
+            fresh = await _retrying("look up stored results", settings, clickhouse.run, pipeline.select_fresh, batch)
+            await _retrying("rebuild detector state", settings, clickhouse.run, pipeline.warm_up, fresh)
+            output = await clickhouse.run(pipeline.detect, fresh)  # off the event loop: refits take a moment
             # Alerts reach their topic before the rows are stored: after a crash in between,
             # the replay re-derives and re-sends them (same ids) instead of skipping them.
             pending = [await alerts.send(key=a.alert_id.encode(), value=orjson.dumps(a.to_wire())) for a in output.alerts]
@@ -145,7 +159,7 @@ def create_app(settings: Settings) -> faust.App:
                 )  # fmt: skip
                 pending.append(await dead_letters.send(key=message.key, value=letter))
             await asyncio.gather(*pending)
-            await _retrying("write to ClickHouse", settings, clickhouse.run, processor.write, output)
+            await _retrying("write to ClickHouse", settings, clickhouse.run, pipeline.write, output)
             metrics.RESULTS_DUPLICATE.inc(output.duplicates)
             metrics.RESULTS_STORED.inc(len(output.stored))
             metrics.DEAD_LETTERS.labels("process").inc(len(undecodable))

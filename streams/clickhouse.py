@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,7 +18,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from schemas.results import Alert, LabResult
+from schemas.results import Alert, LabResult, Manufacturer, Severity
 from streams.settings import Settings
 
 RESULT_COLUMNS = (
@@ -130,3 +131,56 @@ class Store:
             parameters={"ids": ids},
         ).result_rows
         return {str(row[0]) for row in rows}
+
+    def recent_results(self, categories: Sequence[str], since: datetime, limit: int) -> list[LabResult]:
+        """Stored results of these categories sampled since a time, in arrival order (state rebuild)."""
+        if not categories:
+            return []
+        columns = ", ".join(RESULT_COLUMNS)
+        rows = self.client.query(
+            f"SELECT {columns} FROM results FINAL WHERE category IN {{categories:Array(String)}} "  # noqa: S608 - fixed column list
+            "AND sampled_at >= {since:DateTime64(3, 'UTC')} ORDER BY published_at, sampled_at, result_id "
+            "LIMIT {limit:UInt64} BY category",
+            parameters={"categories": list(categories), "since": since, "limit": limit},
+        ).result_rows
+        return [result_from_row(row) for row in rows]
+
+    def open_alerts(self, categories: Sequence[str], since: datetime) -> list[Alert]:
+        """The latest version of alerts of these categories last seen since a time (to merge into)."""
+        if not categories:
+            return []
+        columns = ", ".join(ALERT_COLUMNS)
+        rows = self.client.query(
+            f"SELECT {columns} FROM alerts FINAL WHERE category IN {{categories:Array(String)}} "  # noqa: S608 - fixed column list
+            "AND last_seen >= {since:DateTime64(3, 'UTC')}",
+            parameters={"categories": list(categories), "since": since},
+        ).result_rows
+        return [alert_from_row(row) for row in rows]
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def result_from_row(row: Sequence) -> LabResult:
+    """A results-table row (RESULT_COLUMNS order) back into a LabResult."""
+    data = dict(zip(RESULT_COLUMNS, row, strict=True))
+    data["result_id"] = str(data["result_id"])
+    data["limit"] = data.pop("limit_value")
+    for name in ("sampled_at", "tested_at", "published_at"):
+        data[name] = _utc(data[name])
+    return LabResult(**data)
+
+
+def alert_from_row(row: Sequence) -> Alert:
+    """An alerts-table row (ALERT_COLUMNS order) back into an Alert."""
+    data = dict(zip(ALERT_COLUMNS, row, strict=True))
+    name, uscc = data.pop("manufacturer_name"), data.pop("manufacturer_uscc")
+    data["manufacturer"] = Manufacturer(name, uscc or None) if name else None
+    data["alert_id"] = str(data["alert_id"])
+    data["evidence"] = [str(e) for e in data["evidence"]]
+    data["severity"] = Severity(data["severity"])
+    data["cities"], data["labs"] = list(data["cities"]), list(data["labs"])
+    for name in ("first_seen", "last_seen", "detected_at"):
+        data[name] = _utc(data[name])
+    return Alert(**data)

@@ -14,6 +14,7 @@ RESULTS_DUPLICATE = Counter("riskwatch_results_duplicate", "Results dropped as a
 RESULTS_STORED = Counter("riskwatch_results_stored", "Results written to ClickHouse")
 ALERTS_RAISED = Counter("riskwatch_alerts", "Alerts raised, by detector and severity", ["detector", "severity"])
 DEAD_LETTERS = Counter("riskwatch_dead_letters", "Messages sent to the dead-letter topic, by stage", ["stage"])
+STATE_REBUILT = Counter("riskwatch_state_rebuilt_results", "Stored results replayed into detector state after start or rebalance")
 ASSIGNED_PARTITIONS = Gauge("riskwatch_assigned_partitions", "Topic partitions currently assigned to this worker")
 SINK_ERRORS = Counter("riskwatch_sink_errors", "Failed ClickHouse writes (each is retried)")
 SINK_BATCH_ROWS = Histogram(

@@ -11,11 +11,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from detectors.base import Detector
+from detectors.suite import MERGE_WINDOWS, DetectorSuite
 from schemas.results import Alert, LabResult
 from schemas.validation import ValidationPolicy, validate_report
 from streams import metrics
@@ -122,11 +122,14 @@ class ProcessOutput:
 
 
 class Processor:
-    """Deduplicate against ClickHouse, detect, and compute what to write for one batch of results."""
+    """Per batch of results: drop those already stored, rebuild detector state for categories
+    new to this worker, detect, and say what to write. Owns the detector suite."""
 
-    def __init__(self, store: Store, detectors: Sequence[Detector]) -> None:
+    def __init__(self, store: Store, suite: DetectorSuite, warmup: timedelta = timedelta(days=90), warmup_limit: int = 20_000) -> None:
         self.store = store
-        self.detectors = list(detectors)
+        self.suite = suite
+        self.warmup, self.warmup_limit = warmup, warmup_limit
+        self.warmed: set[str] = set()
 
     def select_fresh(self, results: Iterable[LabResult]) -> ProcessOutput:
         """The results not seen before, in event-time order (asks ClickHouse; safe to retry)."""
@@ -139,15 +142,34 @@ class Processor:
                 unique[result.result_id] = result
         known = self.store.known_result_ids(unique)
         output.duplicates += len(known)
-        output.stored = sorted((r for rid, r in unique.items() if rid not in known), key=lambda r: r.sampled_at)
+        output.stored = sorted((r for rid, r in unique.items() if rid not in known), key=lambda r: r.published_at)
         return output
 
-    def detect(self, output: ProcessOutput) -> ProcessOutput:
-        """Run every detector over the fresh results (pure; runs once per batch)."""
+    def warm_up(self, output: ProcessOutput) -> int:
+        """Rebuild state for categories this worker has not seen since it started or was
+        (re)assigned partitions: learn their recent stored results (no alerts) and reopen
+        their recent alerts for merging. Returns how many results were replayed."""
+        new = sorted({r.category for r in output.stored} - self.warmed)
+        if not new:
+            return 0
         now = datetime.now(UTC)
-        for detector in self.detectors:
-            output.alerts.extend(detector.process_many(output.stored, now))
+        history = self.store.recent_results(new, now - self.warmup, self.warmup_limit)
+        self.suite.warm(history, now)
+        self.suite.restore(self.store.open_alerts(new, now - max(MERGE_WINDOWS.values())))
+        self.warmed.update(new)
+        metrics.STATE_REBUILT.inc(len(history))
+        log.info("rebuilt detector state for %d categories from %d stored results", len(new), len(history))
+        return len(history)
+
+    def detect(self, output: ProcessOutput) -> ProcessOutput:
+        """Run the detector suite over the fresh results (once per batch)."""
+        output.alerts = self.suite.process(output.stored, datetime.now(UTC))
         return output
+
+    def reset(self) -> None:
+        """Forget detector state (partitions revoked: another worker may own them now)."""
+        self.suite.reset()
+        self.warmed.clear()
 
     def write(self, output: ProcessOutput) -> None:
         """Alerts first: a crash between the two writes replays the results and re-derives the same alerts."""

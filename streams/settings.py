@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's web server (/metrics)")
     sink_retry_max_seconds: float = Field(30.0, gt=0, description="Longest pause between ClickHouse retries")
     log_level: str = Field("info", description="Log level of the worker")
+    warmup_days: int = Field(90, ge=0, description="History replayed from ClickHouse to rebuild detector state")
+    warmup_max_results: int = Field(20_000, ge=0, description="Most stored results replayed per category")
 
     # Validation and severity
     max_future_skew_minutes: float = Field(60.0, ge=0, description="How far in the future a timestamp may lie")

@@ -33,3 +33,16 @@ def store(tmp_path: Path):
     ensure_schema(client)
     yield Store(client)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """One real tansu broker for the session's end-to-end tests (each uses its own consumer group)."""
+    import asyncio
+
+    from streams.broker import LocalBroker, free_port
+
+    local = LocalBroker("127.0.0.1", free_port())
+    asyncio.run(local.start())
+    yield local
+    local.stop()

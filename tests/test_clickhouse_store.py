@@ -53,3 +53,16 @@ def test_a_merged_alert_replaces_its_earlier_version(store, report):
     assert len(rows) == 1
     count, severity, cities, evidence = rows[0]
     assert (count, severity, cities, [str(e) for e in evidence]) == (3, "potentially_serious", ["zibo"], [result.result_id])
+
+
+def test_stored_results_and_alerts_read_back_as_they_were_written(store, report):
+    results = results_of(report)
+    store.insert_results(results)
+    store.insert_results(results_of({**report, "category": "food/grain_products/wheat_flour", "sample_id": "W-1"}))
+    back = store.recent_results(["food/grain_products/rice"], EXAMPLE_NOW - timedelta(days=30), limit=100)
+    assert sorted(back, key=lambda r: r.result_id) == sorted(results, key=lambda r: r.result_id)
+    (alert,) = LimitExceedance().process_one(results[1], EXAMPLE_NOW)
+    store.insert_alerts([alert])
+    (again,) = store.open_alerts(["food/grain_products/rice"], EXAMPLE_NOW - timedelta(days=30))
+    assert again.to_wire() == alert.to_wire()
+    assert store.open_alerts(["food/grain_products/rice"], EXAMPLE_NOW + timedelta(days=30)) == []

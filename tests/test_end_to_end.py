@@ -35,14 +35,6 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def broker():
-    local = LocalBroker("127.0.0.1", free_port())
-    asyncio.run(local.start())
-    yield local
-    local.stop()
-
-
 def worker_env(broker: LocalBroker, data_dir: Path, group: str) -> dict[str, str]:
     return {
         "RISKWATCH_KAFKA_BOOTSTRAP": broker.bootstrap,

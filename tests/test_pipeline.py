@@ -5,6 +5,7 @@ import base64
 import orjson
 
 from detectors import LimitExceedance
+from detectors.suite import DetectorSuite
 from schemas.validation import ValidationPolicy
 from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results
 
@@ -54,7 +55,7 @@ def test_a_bad_item_is_a_dead_letter_and_the_rest_of_the_report_goes_on(report):
 
 
 def test_process_stores_each_result_once_and_alerts_once(store, report):
-    processor = Processor(store, [LimitExceedance()])
+    processor = Processor(store, DetectorSuite([LimitExceedance()]))
     results = decode_results(ingest(message(orjson.dumps(report))).results[0][1])
     first = processor.detect(processor.select_fresh(results + results[:1]))  # a duplicate inside one batch
     assert (len(first.stored), first.duplicates, len(first.alerts)) == (4, 1, 1)
