@@ -22,8 +22,8 @@ from schemas.results import Alert, LabResult, Severity
 @dataclass(slots=True)
 class _Segment:
     fails: deque = field(default_factory=deque)  # failing results in the window
-    seen: deque = field(default_factory=deque)  # sampled_at of every result in the window
-    history_fails: float = 0.0
+    seen: deque = field(default_factory=deque)  # (sampled_at, failed) of every result in the window
+    history_fails: float = 0.0  # results that have left the window: the baseline, untouched by a current cluster
     history_total: float = 0.0
 
 
@@ -58,8 +58,10 @@ class CrossCityCluster(Detector):
         horizon = now - self.window
         while segment.fails and segment.fails[0].sampled_at < horizon:
             segment.fails.popleft()
-        while segment.seen and segment.seen[0] < horizon:
-            segment.seen.popleft()
+        while segment.seen and segment.seen[0][0] < horizon:
+            _, failed = segment.seen.popleft()
+            segment.history_fails = segment.history_fails * self.decay + failed
+            segment.history_total = segment.history_total * self.decay + 1
 
     def _base_rate(self, segment: _Segment) -> float:
         return (segment.history_fails + self.prior_rate * self.prior_weight) / (segment.history_total + self.prior_weight)
@@ -67,12 +69,10 @@ class CrossCityCluster(Detector):
     def learn_one(self, result: LabResult) -> None:
         segment = self._segment(result)
         failed = self._failed(result)
-        segment.seen.append(result.sampled_at)
+        segment.seen.append((result.sampled_at, failed))
         if failed:
             segment.fails.append(result)
-        self._trim(segment, max(result.sampled_at, segment.seen[-1]))
-        segment.history_fails = segment.history_fails * self.decay + failed
-        segment.history_total = segment.history_total * self.decay + 1
+        self._trim(segment, result.sampled_at)
 
     def _tail(self, segment: _Segment, fails: int, results: int) -> float:
         return float(poisson.sf(fails - 1, self._base_rate(segment) * results))

@@ -38,12 +38,12 @@ class LimitDrift(Detector):
         reference: int = 80,
         min_reference: int = 20,
         cusum_k: float = 0.5,
-        cusum_h: float = 4.0,
+        cusum_h: float = 5.0,
         ewma_lambda: float = 0.2,
         ewma_width: float = 3.0,
         z_cap: float = 4.0,
-        alpha: float = 0.005,
-        min_fraction_of_limit: float = 0.2,
+        alpha: float = 0.001,
+        min_fraction_of_limit: float = 0.3,
     ) -> None:
         self.recent, self.reference, self.min_reference = recent, reference, min_reference
         self.cusum_k, self.cusum_h, self.ewma_lambda, self.ewma_width = cusum_k, cusum_h, ewma_lambda, ewma_width

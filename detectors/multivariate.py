@@ -45,7 +45,7 @@ class MultivariateAnomaly(Detector):
         min_reference: int = 100,
         refit_every: int = 200,
         margin: float = 0.02,
-        min_fraction_of_limit: float = 0.5,
+        min_fraction_of_limit: float = 0.4,
         seed: int = 0,
     ) -> None:
         self.reference, self.min_reference, self.refit_every, self.margin = reference, min_reference, refit_every, margin

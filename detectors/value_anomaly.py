@@ -1,8 +1,10 @@
 """A value jumping away from its segment's usual level, before it fails.
 
 Per category × test item × city, a rolling median / MAD of log(value / limit) is the usual
-level; a new value whose robust z-score passes the threshold upwards (towards the limit)
-fires. Failing results are left to limit exceedance; non-detects carry no level.
+level. A value fires when its robust z-score passes ``threshold_z`` upwards (towards the
+limit), or when it and the previous value of the segment both pass ``pair_z``: one very
+unusual value, or two unusual ones in a row (a level that has jumped). Failing results are
+left to limit exceedance; non-detects carry no level.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ Segment = tuple[str, str, str]
 class ValueAnomaly(Detector):
     name = "value_anomaly"
 
-    def __init__(self, window: int = 60, min_history: int = 20, threshold_z: float = 5.0, min_scale: float = 0.1) -> None:
-        self.window, self.min_history, self.threshold_z, self.min_scale = window, min_history, threshold_z, min_scale
+    def __init__(
+        self, window: int = 60, min_history: int = 20, threshold_z: float = 5.0, pair_z: float = 3.0, min_scale: float = 0.1
+    ) -> None:
+        self.window, self.min_history, self.threshold_z, self.pair_z, self.min_scale = window, min_history, threshold_z, pair_z, min_scale
         self.baselines: dict[Segment, RobustBaseline] = {}
+        self.previous_z: dict[Segment, float] = {}
 
     @staticmethod
     def segment(result: LabResult) -> Segment:
@@ -40,6 +45,8 @@ class ValueAnomaly(Detector):
         baseline = self.baselines.get(key)
         if baseline is None:
             baseline = self.baselines[key] = RobustBaseline(self.window, self.min_scale)
+        if len(baseline) >= self.min_history:
+            self.previous_z[key] = baseline.z(level)
         baseline.learn_one(level)
 
     def score_one(self, result: LabResult) -> float:
@@ -53,7 +60,8 @@ class ValueAnomaly(Detector):
         if level is None or baseline is None or result.failed or (result.limit_ratio or 0) > 1:
             return []
         z = baseline.z(level)
-        if z < self.threshold_z:
+        previous = self.previous_z.get(self.segment(result), 0.0)
+        if z < self.threshold_z and not (z >= self.pair_z and previous >= self.pair_z):
             return []
         usual = baseline.median
         factor = math.exp(level - usual)
@@ -73,7 +81,7 @@ class ValueAnomaly(Detector):
                 explanation=(
                     f"{result.product_name} from {result.manufacturer_name or 'an unnamed maker'} measured {result.value:.4g} {result.unit}"
                     f"{limit_en}: {factor:.1f}× the usual level of the last {len(baseline)} results, a robust z-score of {z:.1f} "
-                    f"(alert at {self.threshold_z:g}). Not yet over the limit."
+                    f"(previous result {previous:.1f}; alert at {self.threshold_z:g}, or {self.pair_z:g} twice in a row). Not yet over the limit."
                 ),
                 explanation_zh=(
                     f"{result.product_name}({result.manufacturer_name or '生产者不详'})检测值{result.value:.4g} {result.unit}{limit_zh},"
@@ -88,3 +96,4 @@ class ValueAnomaly(Detector):
 
     def reset(self) -> None:
         self.baselines.clear()
+        self.previous_z.clear()

@@ -66,18 +66,18 @@ def bench_incidents(config: BenchConfig) -> tuple[Incident, ...]:
         start = config.warmup_reports + slots[n] * config.spacing
         category, item, typical = segments[n % len(segments)]
         city = (rng.choice(cities),)
-        if kind == "value_anomaly":  # a jump to ~55 % of the limit in one city: unusual, not failing
-            incidents.append(Incident("contamination", start, 3000, category, item, city, 0.55 / typical, 1.0, detector=kind))
+        if kind == "value_anomaly":  # a jump to ~70 % of the limit in one city: unusual, not (yet) failing
+            incidents.append(Incident("contamination", start, 3000, category, item, city, 0.7 / typical, 1.0, detector=kind))
         elif kind == "multivariate":  # two items of one category raised together in a fifth of samples
             profile = rng.choice(multi_item)
             pair = rng.sample([i for i in profile.items if i.limit and i.limit_type == "max"], 2)
-            factor = 0.45 / max(i.median_fraction for i in pair)
+            factor = 0.6 / max(i.median_fraction for i in pair)
             incidents.append(Incident("combination", start, 3000, profile.code, "", (), factor, 0.25,
                                       items=tuple(i.test_item for i in pair), detector=kind))  # fmt: skip
         elif kind == "limit_drift":  # creeping from the usual level to 1.2× the limit
             incidents.append(Incident("drift", start, 6000, category, item, city, 1.2 / typical, detector=kind))
-        elif kind == "failure_rate":  # a quarter of one city's results of the item fail
-            incidents.append(Incident("contamination", start, 4000, category, item, city, 1.6 / typical, 0.25, detector=kind))
+        elif kind == "failure_rate":  # a third of one city's results of the item fail, for a few days
+            incidents.append(Incident("contamination", start, 6000, category, item, city, 1.6 / typical, 0.35, detector=kind))
         elif kind == "cross_city":  # failures in four cities at once
             incidents.append(Incident("contamination", start, 3000, category, item, tuple(rng.sample(cities, 4)), 1.6 / typical, 0.5, detector=kind))
         elif kind == "manufacturer":  # one maker fails wherever sampled

@@ -74,14 +74,28 @@ def broker(port: int | None) -> None:
 @click.option("--incidents/--no-incidents", default=True, show_default=True, help="Script the default incidents")
 @click.option("--bad-fraction", type=float, default=0.0, show_default=True, help="Share of malformed messages")
 @click.option("--duplicate-fraction", type=float, default=0.0, show_default=True, help="Share of republished reports")
-def simulate(rate: float, count: int | None, duration: float | None, seed: int, incidents: bool, bad_fraction: float, duplicate_fraction: float) -> None:
-    """Publish synthetic lab reports from the seven cities to the reports topic."""
-    from streams.publishing import MessageMaker, publish
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write --count reports as JSON Lines here instead")
+def simulate(
+    rate: float, count: int | None, duration: float | None, seed: int, incidents: bool, bad_fraction: float, duplicate_fraction: float,
+    out: Path | None,
+) -> None:  # fmt: skip
+    """Publish synthetic lab reports from the seven cities to the reports topic (or write them to a file)."""
+
+    from streams.publishing import MessageMaker, PublishStats, publish
     from streams.simulation import DEFAULT_INCIDENTS, Simulator
 
     settings = _settings()
     simulator = Simulator(seed=seed, incidents=DEFAULT_INCIDENTS if incidents else ())
     maker = MessageMaker(simulator, bad_fraction, duplicate_fraction, seed)
+    if out is not None:
+        if count is None:
+            raise click.UsageError("--out needs --count")
+        stats = PublishStats()
+        with out.open("wb") as handle:
+            for _ in range(count):
+                handle.write(maker.next(stats)[1] + b"\n")
+        console.print(f"wrote {count} reports to {out} ({stats.bad_reports} malformed, {stats.republished} republished)")
+        return
     if count is None and duration is None:
         console.print("publishing until Ctrl-C")
 
@@ -111,6 +125,44 @@ def demo(duration: float | None, rate: float, seed: int) -> None:
     from streams.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(_settings(), duration=duration, rate=rate, seed=seed, console=console)))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write alerts as JSON Lines here")
+@click.option("--clickhouse", "to_clickhouse", is_flag=True, help="Write alerts to the configured ClickHouse alerts table")
+def backtest(file: Path, out: Path | None, to_clickhouse: bool) -> None:
+    """Run the detectors over a historical file (lab reports .jsonl, or results .csv); no Kafka."""
+    from streams.backtest import backtest as run_backtest
+    from streams.backtest import write_jsonl
+
+    if out is None and not to_clickhouse:
+        raise click.UsageError("say where the alerts go: --out FILE and/or --clickhouse")
+    with _progress() as progress:
+        task = progress.add_task(f"backtesting {file.name}", total=None)
+        outcome = run_backtest(file, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if out is not None:
+        write_jsonl(outcome.alerts, out)
+    if to_clickhouse:
+        from streams.clickhouse import Store, connect, ensure_schema
+
+        client = connect(_settings())
+        ensure_schema(client)
+        Store(client).insert_alerts(outcome.alerts)
+        client.close()
+    rejected = sum(outcome.rejected.values())
+    console.print(
+        f"{outcome.results:,} results ({rejected} rejected: {dict(outcome.rejected) or 'none'}) → {len(outcome.alerts):,} alerts "
+        f"in {outcome.seconds:.1f} s ({outcome.results_per_second:,.0f} results/s)" + (f"; written to {out}" if out else "")
+    )
+    table = Table("detector", "serious", "potentially serious", "not serious", title="alerts that would have fired", title_justify="left")
+    counts: dict[str, dict[str, int]] = {}
+    for alert in outcome.alerts:
+        counts.setdefault(alert.detector, {}).setdefault(alert.severity.value, 0)
+        counts[alert.detector][alert.severity.value] += 1
+    for detector, by_severity in sorted(counts.items()):
+        table.add_row(detector, *(str(by_severity.get(s, 0)) for s in ("serious", "potentially_serious", "not_serious")))
+    console.print(table)
 
 
 @main.group()
