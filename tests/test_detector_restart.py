@@ -18,7 +18,7 @@ import pytest
 from streams.clickhouse import connect
 from streams.settings import Settings
 from tests.conftest import example_report
-from tests.test_end_to_end import run_worker, worker_env
+from tests.test_end_to_end import run_worker, topics, worker_env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,7 +40,7 @@ def test_a_restarted_worker_rebuilds_state_and_merges_into_the_stored_alert(brok
     first_jump = cadmium_report(100, 0.17, start + timedelta(days=11))
     second_jump = cadmium_report(101, 0.18, start + timedelta(days=12))
     env = worker_env(broker, tmp_path / "data", "restart")
-    topic = Settings().reports_topic
+    topic = topics("restart").reports_topic
 
     first = asyncio.run(run_worker(env, tmp_path / "worker-1.log", topic, broker.bootstrap, usual + [first_jump]))
     assert first["riskwatch_state_rebuilt_results_total"] == 0  # nothing stored yet

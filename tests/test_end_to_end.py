@@ -35,8 +35,21 @@ MALFORMED = [
 ]
 
 
+def topics(group: str) -> Settings:
+    """Settings with topics of this test's own (tests share one broker)."""
+    return Settings(
+        reports_topic=f"{group}.reports", results_topic=f"{group}.results", dead_letter_topic=f"{group}.dead-letter",
+        alerts_topic=f"{group}.alerts",
+    )  # fmt: skip
+
+
 def worker_env(broker: LocalBroker, data_dir: Path, group: str) -> dict[str, str]:
+    named = topics(group)
     return {
+        "RISKWATCH_REPORTS_TOPIC": named.reports_topic,
+        "RISKWATCH_RESULTS_TOPIC": named.results_topic,
+        "RISKWATCH_DEAD_LETTER_TOPIC": named.dead_letter_topic,
+        "RISKWATCH_ALERTS_TOPIC": named.alerts_topic,
         "RISKWATCH_KAFKA_BOOTSTRAP": broker.bootstrap,
         "RISKWATCH_DATA_DIR": str(data_dir),
         "RISKWATCH_WEB_PORT": str(free_port()),
@@ -131,7 +144,7 @@ async def run_worker(env: dict[str, str], log: Path, topic: str, bootstrap: str,
 
 def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_path):
     data_dir = tmp_path / "data"
-    settings = Settings()
+    settings = topics("e2e")
     messages, expected = build_messages(count=400, republish=40, bad_items=5)
     assert expected["alerts"] > 0, "the seed should produce failing results"
 
