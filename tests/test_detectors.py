@@ -1,0 +1,264 @@
+"""Every detector on constructed streams: it fires on the signal it exists for, and not on noise."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from detectors.cross_city import CrossCityCluster
+from detectors.drift import LimitDrift
+from detectors.failure_rate import FailureRateTrend
+from detectors.lab_bias import LabBias, algorithm_a
+from detectors.manufacturer import ManufacturerRecurrence
+from detectors.merge import AlertMerger
+from detectors.multivariate import MultivariateAnomaly
+from detectors.silent_lab import SilentLab
+from detectors.suite import DetectorSuite
+from detectors.univariate import Cusum, Ewma, RobustBaseline, trend_test, z_to_score
+from detectors.value_anomaly import ValueAnomaly
+from schemas.results import LabResult, Severity, result_id_for
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+CITIES = ["jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying"]
+
+
+def result(n: int, value: float | None = 0.05, *, limit: float = 0.2, hours: float | None = None, **fields) -> LabResult:
+    """A rice-cadmium result; n orders it in time (one every 3 hours unless hours is given)."""
+    at = T0 + timedelta(hours=3 * n if hours is None else hours)
+    lab = fields.pop("lab_id", "ZBQI")
+    sample = fields.pop("sample_id", f"S{n}")
+    item = fields.pop("test_item", "cadmium")
+    ratio = None if value is None else value / limit
+    base = dict(
+        result_id=result_id_for(lab, sample, item), report_id=f"R{n}", sample_id=sample, lab_id=lab, lab_name=lab,
+        city="zibo", programme="city_supervision", category="food/grain_products/rice", product_name="大米",
+        manufacturer_name="某粮油有限公司", manufacturer_uscc="91370300MA3C7G2X5B", sampling_site="", site_kind="",
+        sampled_at=at, tested_at=at + timedelta(hours=5), published_at=at + timedelta(hours=20), test_item=item,
+        value=value, unit="mg/kg", qualitative=None, lod=0.002, limit=limit, limit_type="max", limit_ratio=ratio,
+        standard="GB 2762-2022", verdict="fail" if ratio is not None and ratio > 1 else "pass", reported_value=value,
+        reported_unit="mg/kg",
+    )  # fmt: skip
+    base.update(fields)
+    return LabResult(**base)
+
+
+def noisy(rng: random.Random, level: float, sigma: float = 0.2) -> float:
+    return level * math.exp(rng.gauss(0, sigma))
+
+
+def run(detector, results) -> list:
+    alerts = []
+    for r in results:
+        alerts.extend(detector.process_one(r, r.published_at))
+    alerts.extend(detector.flush(results[-1].published_at))
+    return alerts
+
+
+# --- univariate building blocks ---------------------------------------------------------------
+
+
+def test_robust_baseline_ignores_an_outlier_and_forgets_old_values():
+    baseline = RobustBaseline(window=5, min_scale=0.01)
+    for x in [1.0, 1.1, 0.9, 1.0, 50.0]:
+        baseline.learn_one(x)
+    assert baseline.median == 1.0 and baseline.scale == pytest.approx(1.4826 * 0.1)
+    for x in [5.0] * 5:
+        baseline.learn_one(x)
+    assert baseline.median == 5.0 and baseline.scale == 0.01  # floored: identical values
+    assert baseline.score_one(5.0) == 0.0 < baseline.score_one(5.02) < baseline.score_one(6.0) <= 1.0
+
+
+def test_z_to_score_is_a_probability_scale():
+    assert z_to_score(0) == 0 and z_to_score(1.96) == pytest.approx(0.95, abs=1e-3) and z_to_score(-10) == pytest.approx(1.0)
+
+
+def test_cusum_and_ewma_signal_a_one_sigma_shift_but_not_noise():
+    rng = random.Random(1)
+    cusum, ewma = Cusum(k=0.5, h=5), Ewma(lam=0.2, width=3)
+    assert not any(cusum.update(rng.gauss(0, 1)) for _ in range(100))
+    assert not any(ewma.update(rng.gauss(0, 1)) for _ in range(100))
+    cusum.reset()
+    ewma.reset()
+    signalled = next(i for i in range(100) if cusum.update(rng.gauss(1.5, 1)))
+    assert signalled < 15
+    assert any(ewma.update(rng.gauss(1.5, 1)) for _ in range(30))
+
+
+def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
+    rng = random.Random(2)
+    rising = trend_test([0.05 * i + rng.gauss(0, 0.1) for i in range(20)])
+    flat = trend_test([rng.gauss(0, 0.1) for _ in range(20)])
+    assert rising.p_value < 0.001 and rising.slope == pytest.approx(0.05, abs=0.02) and rising.tau > 0.6
+    assert flat.p_value > 0.01
+    assert trend_test([1.0] * 10).p_value == 1.0
+
+
+def test_algorithm_a_is_robust_to_one_outlying_lab():
+    x, s = algorithm_a([10.1, 9.9, 10.0, 10.2, 9.8, 10.05, 30.0])
+    assert x == pytest.approx(10.0, abs=0.2) and s < 1.0
+
+
+# --- detectors --------------------------------------------------------------------------------
+
+
+def test_value_anomaly_fires_on_a_jump_not_on_noise_and_leaves_failures_alone():
+    rng = random.Random(3)
+    history = [result(n, noisy(rng, 0.03)) for n in range(40)]
+    detector = ValueAnomaly()
+    assert run(detector, history) == []
+    (alert,) = detector.process_one(result(41, 0.15), T0)
+    assert alert.detector == "value_anomaly" and alert.severity is Severity.POTENTIALLY_SERIOUS
+    assert "the usual level of the last 40 results" in alert.explanation and "75 % of the limit" in alert.explanation
+    assert detector.process_one(result(42, 0.035), T0) == []
+    assert detector.process_one(result(43, 0.4), T0) == []  # over the limit: limit exceedance's alert
+
+
+def test_value_anomaly_two_unusual_values_in_a_row_fire_where_one_does_not():
+    rng = random.Random(4)
+    detector = ValueAnomaly(min_scale=0.05)
+    run(detector, [result(n, noisy(rng, 0.03, 0.3)) for n in range(40)])
+    moderate = 0.03 * math.exp(3.3 * 0.3 * 1.0)
+    assert detector.process_one(result(41, moderate), T0) == []
+    assert len(detector.process_one(result(42, moderate * 1.05), T0)) == 1
+
+
+def test_drift_fires_on_values_creeping_to_the_limit_and_not_on_a_stable_segment():
+    rng = random.Random(5)
+    stable = [result(n, noisy(rng, 0.03)) for n in range(60)]
+    ramp = [result(60 + n, noisy(rng, 0.03 * math.exp(0.1 * n), 0.1)) for n in range(25)]
+    detector = LimitDrift()
+    assert run(detector, stable) == []
+    alerts = run(detector, ramp)
+    assert alerts and alerts[0].detector == "limit_drift"
+    assert "Mann-Kendall" in alerts[0].explanation and "reaches the limit in about" in alerts[0].explanation
+    assert run(LimitDrift(), [result(n, noisy(rng, 0.03)) for n in range(300)]) == []
+
+
+def test_failure_rate_fires_when_failures_bunch_up_in_one_city():
+    rng = random.Random(6)
+    usual = [result(n, 0.5 if rng.random() < 0.004 else 0.05) for n in range(1500)]
+    detector = FailureRateTrend()
+    quiet = run(detector, usual)
+    assert quiet == []
+    burst = [result(1500 + n, 0.5 if n % 3 == 0 else 0.05) for n in range(30)]
+    alerts = run(detector, burst)
+    assert {a.signal for a in alerts} >= {"food/grain_products/rice|zibo"}
+    assert "failed" in alerts[0].explanation and "usual rate" in alerts[0].explanation
+
+
+def test_cross_city_cluster_needs_several_cities_at_once():
+    detector = CrossCityCluster()
+    background = [result(n, 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(200)]
+    assert run(detector, background) == []
+    one_city = [result(200 + n, 0.5, sample_id=f"Z{n}") for n in range(4)]
+    assert run(detector, one_city) == []
+    spread = [result(210 + n, 0.5, city=city, sample_id=f"C{n}") for n, city in enumerate(["jinan", "binzhou", "dongying"])]
+    alerts = run(detector, spread)
+    assert alerts and alerts[-1].detector == "cross_city"
+    assert set(alerts[-1].cities) >= {"zibo", "jinan", "binzhou", "dongying"}
+    assert "chance of this many or more" in alerts[-1].explanation
+
+
+def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
+    detector = ManufacturerRecurrence()
+    background = [result(n, 0.05, manufacturer_uscc=f"MAKER{n % 20}", sample_id=f"B{n}") for n in range(400)]
+    assert run(detector, background) == []
+    two_makers = [result(400, 0.5, manufacturer_uscc="MAKER1", sample_id="X1"), result(401, 0.5, manufacturer_uscc="MAKER2", sample_id="X2")]
+    assert run(detector, two_makers) == []
+    repeat = [result(402 + n, 0.5, manufacturer_uscc="MAKER3", city=city, sample_id=f"Y{n}") for n, city in enumerate(["zibo", "jinan", "taian"])]
+    alerts = run(detector, repeat)
+    assert alerts and alerts[-1].manufacturer.uscc == "MAKER3"
+    assert alerts[-1].severity is Severity.SERIOUS and "batches" in alerts[-1].explanation
+
+
+def test_lab_bias_names_the_lab_reading_high():
+    rng = random.Random(7)
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
+    stream = []
+    for n in range(150):
+        lab = labs[n % len(labs)]
+        level = 0.05 * (2.0 if lab == "DZQI" else 1.0)
+        stream.append(result(n, noisy(rng, level, 0.3), lab_id=lab, sample_id=f"{lab}{n}"))
+    detector = LabBias()
+    alerts = run(detector, stream)
+    assert {a.labs[0] for a in alerts} == {"DZQI"}
+    assert "ISO 13528 z-score +" in alerts[0].explanation
+    z = detector.z_scores("food/grain_products/rice", "cadmium")
+    assert z["DZQI"] >= 3 and all(abs(v) < 3 for lab, v in z.items() if lab != "DZQI")
+
+
+def test_lab_bias_is_quiet_when_labs_agree():
+    rng = random.Random(8)
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
+    stream = [result(n, noisy(rng, 0.05, 0.3), lab_id=labs[n % 6], sample_id=f"S{n}") for n in range(600)]
+    assert run(LabBias(), stream) == []
+
+
+def test_silent_lab_fires_once_when_a_lab_stops_far_beyond_its_cadence():
+    stream = []
+    for n in range(60):
+        for k, lab in enumerate(["JNQI", "ZBQI", "TAQI"]):
+            stream.append(result(n, 0.05, hours=n + k / 10, lab_id=lab, sample_id=f"{lab}{n}", report_id=f"{lab}-{n}"))
+    detector = SilentLab()
+    assert run(detector, stream) == []
+    later = []
+    for n in range(60, 80):  # TAQI goes quiet for 20 hours
+        for k, lab in enumerate(["JNQI", "ZBQI"]):
+            later.append(result(n, 0.05, hours=n + k / 10, lab_id=lab, sample_id=f"{lab}{n}", report_id=f"{lab}-{n}"))
+    alerts = run(detector, later)
+    assert [a.signal for a in alerts] == ["TAQI"]
+    assert "has published nothing for" in alerts[0].explanation
+    assert alerts[0].last_seen > alerts[0].first_seen
+
+
+def test_multivariate_flags_an_odd_combination_below_the_limits():
+    rng = random.Random(9)
+    items = ["lead", "cadmium", "inorganic_arsenic"]
+
+    def sample(n, levels):
+        return [result(n, noisy(rng, lv, 0.25), test_item=item, sample_id=f"S{n}") for item, lv in zip(items, levels, strict=True)]
+
+    detector = MultivariateAnomaly(min_reference=100, refit_every=50)
+    normal = [r for n in range(250) for r in sample(n, (0.02, 0.02, 0.02))]
+    assert len(run(detector, normal)) <= 1
+    odd = sample(300, (0.12, 0.11, 0.02))  # two items at ~60 % of the limit together
+    alerts = run(detector, odd)
+    assert len(alerts) == 1 and alerts[0].detector == "multivariate"
+    assert "Isolation" in alerts[0].explanation or "isolated" in alerts[0].explanation
+    assert sorted(alerts[0].evidence) == sorted(r.result_id for r in odd)
+
+
+# --- merging and the suite --------------------------------------------------------------------
+
+
+def test_merger_folds_firings_of_one_signal_inside_the_window():
+    rng = random.Random(10)
+    detector = ValueAnomaly()
+    run(detector, [result(n, noisy(rng, 0.03)) for n in range(40)])
+    first = detector.process_one(result(41, 0.15), T0)[0]
+    second = dataclasses.replace(first, evidence=["other"], first_seen=first.first_seen + timedelta(days=2), last_seen=first.last_seen + timedelta(days=2))
+    late = dataclasses.replace(first, evidence=["late"], first_seen=first.first_seen + timedelta(days=30), last_seen=first.last_seen + timedelta(days=30))
+    merger = AlertMerger(window=timedelta(days=7))
+    a = merger.merge(first)
+    b = merger.merge(second)
+    assert a.alert_id == b.alert_id == first.alert_id and b.count == 2 and b.evidence == first.evidence + ["other"]
+    c = merger.merge(late)
+    assert c.alert_id != a.alert_id and c.count == 1
+    restored = AlertMerger(window=timedelta(days=7))
+    restored.restore([b])
+    assert restored.merge(dataclasses.replace(second, evidence=["third"])).count == 3
+
+
+def test_suite_warm_builds_state_silently_then_process_alerts():
+    rng = random.Random(11)
+    history = [result(n, noisy(rng, 0.03)) for n in range(40)]
+    suite = DetectorSuite([ValueAnomaly()])
+    suite.warm(history, T0)
+    alerts = suite.process([result(41, 0.15)], T0)
+    assert [a.detector for a in alerts] == ["value_anomaly"]
+    fresh = DetectorSuite([ValueAnomaly()])
+    assert fresh.process([result(41, 0.15)], T0) == []  # no history, no judgement
