@@ -1,11 +1,17 @@
 """A lab whose values disagree with its peers on the same category × test item (ISO 13528).
 
-Each lab's recent mean of log(value / limit) is its "participant result". The assigned value
+Labs do not test split samples here, and each samples its own city's market, so comparing raw
+levels would blame a lab for its region's makers. Each value is therefore compared with the
+same manufacturer's values measured by *other* labs: the residual log(value / limit) minus
+the maker's mean level at the other labs. A lab's recent mean residual is its "participant
+result" (ISO 13528's x_i); a calibration bias shifts every residual alike. The assigned value
 and the standard deviation for proficiency assessment come from Algorithm A (ISO 13528
 C.3.1) over all labs' means, so that the lab under suspicion cannot drag them. σ_pt never
 falls below the lab's own sampling error, because labs sample different shops and makers.
 z = (x_lab − x*) / σ_pt; |z| ≥ 2 is questionable and |z| ≥ 3 unsatisfactory. It fires on
-an unsatisfactory z that persists over ``persistence`` successive evaluations.
+|z| ≥ ``alert_z`` (3.5: each lab is assessed continually on many segments, so ISO's 3 would
+page people weekly by chance) with a bias of at least ``min_factor``, persisting over
+``persistence`` successive evaluations.
 """
 
 from __future__ import annotations
@@ -46,25 +52,39 @@ class LabBias(Detector):
         evaluate_every: int = 10,
         unsatisfactory: float = 3.0,
         questionable: float = 2.0,
-        persistence: int = 2,
+        alert_z: float = 3.5,
+        persistence: int = 3,
+        min_factor: float = 1.4,
     ) -> None:
         self.window, self.min_results, self.min_labs, self.evaluate_every = window, min_results, min_labs, evaluate_every
         self.unsatisfactory, self.questionable, self.persistence = unsatisfactory, questionable, persistence
-        self.values: dict[tuple[str, str], dict[str, deque]] = {}  # segment → lab → (level, result)
+        # Stricter than ISO's 3 for alerting: every lab is assessed continually on dozens of segments.
+        self.alert_z = alert_z
+        self.min_effect = math.log(min_factor)  # a smaller bias is within what labs may differ by
+        self.values: dict[tuple[str, str], dict[str, deque]] = {}  # segment → lab → (residual, result)
+        self.makers: dict[tuple[str, str, str], deque] = {}  # segment + maker → (lab, level)
         self.pending: dict[tuple[str, str], int] = {}
         self.strikes: dict[tuple[str, str, str], int] = {}
         self.last_z: dict[tuple[str, str, str], float] = {}
 
     def learn_one(self, result: LabResult) -> None:
         level = log_level(result)
-        if level is None:
+        maker_id = result.manufacturer_uscc or result.manufacturer_name
+        if level is None or not maker_id:
             return
         key = (result.category, result.test_item)
+        maker = self.makers.get((*key, maker_id))
+        if maker is None:
+            maker = self.makers[(*key, maker_id)] = deque(maxlen=self.window)
+        others = [lv for lab_id, lv in maker if lab_id != result.lab_id]
+        maker.append((result.lab_id, level))
+        if len(others) < 2:
+            return  # nothing to compare with yet
         labs = self.values.setdefault(key, {})
         lab = labs.get(result.lab_id)
         if lab is None:
             lab = labs[result.lab_id] = deque(maxlen=self.window)
-        lab.append((level, result))
+        lab.append((level - statistics.fmean(others), result))
         self.pending[key] = self.pending.get(key, 0) + 1
 
     def score_one(self, result: LabResult) -> float:
@@ -81,6 +101,10 @@ class LabBias(Detector):
 
     def z_scores(self, category: str, test_item: str) -> dict[str, float]:
         """ISO 13528 z-score of every lab with enough results on this category × item."""
+        return {lab: z for lab, (z, _) in self._scores(category, test_item).items()}
+
+    def _scores(self, category: str, test_item: str) -> dict[str, tuple[float, float]]:
+        """lab → (z-score, deviation of its mean from the assigned value)."""
         labs = {lab: [lv for lv, _ in values] for lab, values in self.values.get((category, test_item), {}).items()}
         labs = {lab: levels for lab, levels in labs.items() if len(levels) >= self.min_results}
         if len(labs) < self.min_labs:
@@ -88,7 +112,9 @@ class LabBias(Detector):
         means = {lab: statistics.fmean(levels) for lab, levels in labs.items()}
         x_star, s_star = algorithm_a(list(means.values()))
         within = statistics.median(statistics.stdev(levels) for levels in labs.values())
-        return {lab: (means[lab] - x_star) / max(s_star, within / math.sqrt(len(labs[lab])), 1e-9) for lab in labs}
+        return {
+            lab: ((means[lab] - x_star) / max(s_star, within / math.sqrt(len(labs[lab])), 1e-9), means[lab] - x_star) for lab in labs
+        }
 
     def flush(self, now: datetime) -> list[Alert]:
         """Evaluate every segment with enough new results (the live path does this per result)."""
@@ -101,10 +127,11 @@ class LabBias(Detector):
     def _evaluate(self, key: tuple[str, str], now: datetime) -> list[Alert]:
         self.pending[key] = 0
         alerts: list[Alert] = []
-        for lab, z in self.z_scores(*key).items():
+        for lab, (z, deviation) in self._scores(*key).items():
             strike_key = (*key, lab)
             self.last_z[strike_key] = z
-            self.strikes[strike_key] = self.strikes.get(strike_key, 0) + 1 if abs(z) >= self.unsatisfactory else 0
+            unsatisfactory = abs(z) >= self.alert_z and abs(deviation) >= self.min_effect
+            self.strikes[strike_key] = self.strikes.get(strike_key, 0) + 1 if unsatisfactory else 0
             if self.strikes[strike_key] >= self.persistence:
                 alerts.append(self._firing(key, lab, z, now))
         return alerts
@@ -131,7 +158,7 @@ class LabBias(Detector):
             explanation=(
                 f"Over its last {len(results)} results lab {lab} ({city_name(city)}) measured {where_en} about {factor:.2f}× "
                 f"the level of its {len(peers)} peers; ISO 13528 z-score {z:+.1f} (|z| ≥ {self.questionable:g} questionable, "
-                f"≥ {self.unsatisfactory:g} unsatisfactory) in {self.persistence} successive evaluations. "
+                f"≥ {self.unsatisfactory:g} unsatisfactory; alert at {self.alert_z:g}) in {self.persistence} successive evaluations. "
                 "Check calibration, or whether this lab samples a different market."
             ),
             explanation_zh=(
@@ -148,6 +175,7 @@ class LabBias(Detector):
 
     def reset(self) -> None:
         self.values.clear()
+        self.makers.clear()
         self.pending.clear()
         self.strikes.clear()
         self.last_z.clear()
