@@ -37,7 +37,7 @@ class FailureRateTrend(Detector):
         prior_weight: float = 400.0,
         memory: float = 3000.0,
         ratio: float = 4.0,
-        h: float = 7.0,
+        h: float = 5.5,
         min_rate: float = 0.002,
     ) -> None:
         self.prior_rate, self.prior_weight, self.decay = prior_rate, prior_weight, 1 - 1 / memory
