@@ -121,10 +121,14 @@ def stored_counts(data_dir: Path) -> dict[str, int]:
         return {
             "results": q("SELECT count() FROM results FINAL"),
             "result_rows": q("SELECT count() FROM results"),
-            "alerts": q("SELECT count() FROM alerts FINAL"),
-            "alert_rows": q("SELECT count() FROM alerts"),
+            "alerts": q("SELECT count() FROM alerts FINAL WHERE detector = 'limit_exceedance'"),
+            "alert_rows": q("SELECT count() FROM alerts WHERE detector = 'limit_exceedance'"),
             "failing": q("SELECT countIf(verdict = 'fail') FROM results FINAL"),
-            "evidence_ok": q("SELECT count() FROM alerts FINAL WHERE evidence[1] IN (SELECT result_id FROM results WHERE verdict = 'fail')"),
+            "evidence_ok": q(
+                "SELECT count() FROM alerts FINAL WHERE detector = 'limit_exceedance' "
+                "AND evidence[1] IN (SELECT result_id FROM results WHERE verdict = 'fail')"
+            ),
+            "all_alerts": q("SELECT count() FROM alerts FINAL"),
         }
     finally:
         client.close()
@@ -165,9 +169,11 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     reasons = [orjson.loads(r.value) for r in letters]
     assert sorted(d["code"] for d in reasons) == sorted(["not_json", "not_json", "not_object", "empty", "schema", "schema"] + ["item_unit"] * 5)
     assert all(d["reason"] and d["source"]["topic"] == settings.reports_topic for d in reasons)
-    assert len({r.key for r in alerts}) == len(alerts) == expected["alerts"]
+    limit_alerts = [r for r in alerts if orjson.loads(r.value)["detector"] == "limit_exceedance"]
+    assert len({r.key for r in limit_alerts}) == len(limit_alerts) == expected["alerts"], "one alert per failing result"
 
     counts = stored_counts(data_dir)
+    assert len({r.key for r in alerts}) == counts["all_alerts"], "every alert on the topic is stored, once"
     assert counts["results"] == counts["result_rows"] == expected["results"]
     assert counts["alerts"] == counts["alert_rows"] == counts["failing"] == counts["evidence_ok"] == expected["alerts"]
 
