@@ -42,7 +42,7 @@ class LimitDrift(Detector):
         ewma_lambda: float = 0.2,
         ewma_width: float = 3.0,
         z_cap: float = 4.0,
-        alpha: float = 0.001,
+        alpha: float = 2e-4,
         min_fraction_of_limit: float = 0.3,
     ) -> None:
         self.recent, self.reference, self.min_reference = recent, reference, min_reference

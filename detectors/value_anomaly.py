@@ -2,14 +2,17 @@
 
 Per category × test item × city, a rolling median / MAD of log(value / limit) is the usual
 level. A value fires when its robust z-score passes ``threshold_z`` upwards (towards the
-limit), or when it and the previous value of the segment both pass ``pair_z``: one very
-unusual value, or two unusual ones in a row (a level that has jumped). Failing results are
-left to limit exceedance; non-detects carry no level.
+limit), or when it and another of the last ``recent`` values pass ``pair_z``: one very
+unusual value, or a level that has jumped. Unusual values are kept out of the baseline (as
+out-of-control points are kept out of a control chart's limits) until ``adapt_after`` of them
+in a row say the level has really moved. Failing results are left to limit exceedance;
+non-detects carry no level.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
@@ -23,11 +26,20 @@ class ValueAnomaly(Detector):
     name = "value_anomaly"
 
     def __init__(
-        self, window: int = 60, min_history: int = 20, threshold_z: float = 5.0, pair_z: float = 3.0, min_scale: float = 0.1
+        self,
+        window: int = 60,
+        min_history: int = 20,
+        threshold_z: float = 6.0,
+        pair_z: float = 3.5,
+        recent: int = 3,
+        adapt_after: int = 10,
+        min_scale: float = 0.1,
     ) -> None:
         self.window, self.min_history, self.threshold_z, self.pair_z, self.min_scale = window, min_history, threshold_z, pair_z, min_scale
+        self.recent, self.adapt_after = recent, adapt_after
         self.baselines: dict[Segment, RobustBaseline] = {}
-        self.previous_z: dict[Segment, float] = {}
+        self.recent_z: dict[Segment, deque] = {}  # z of the last `recent` values, newest last
+        self.held: dict[Segment, list[float]] = {}  # unusual levels kept out of the baseline
 
     @staticmethod
     def segment(result: LabResult) -> Segment:
@@ -45,9 +57,21 @@ class ValueAnomaly(Detector):
         baseline = self.baselines.get(key)
         if baseline is None:
             baseline = self.baselines[key] = RobustBaseline(self.window, self.min_scale)
-        if len(baseline) >= self.min_history:
-            self.previous_z[key] = baseline.z(level)
-        baseline.learn_one(level)
+        if len(baseline) < self.min_history:
+            baseline.learn_one(level)
+            return
+        z = baseline.z(level)
+        self.recent_z.setdefault(key, deque(maxlen=self.recent)).append(z)
+        held = self.held.setdefault(key, [])
+        if z < self.pair_z:
+            held.clear()
+            baseline.learn_one(level)
+            return
+        held.append(level)
+        if len(held) >= self.adapt_after:  # the level has moved for good: accept it
+            for value in held:
+                baseline.learn_one(value)
+            held.clear()
 
     def score_one(self, result: LabResult) -> float:
         level, baseline = log_level(result), self._baseline(result)
@@ -60,7 +84,8 @@ class ValueAnomaly(Detector):
         if level is None or baseline is None or result.failed or (result.limit_ratio or 0) > 1:
             return []
         z = baseline.z(level)
-        previous = self.previous_z.get(self.segment(result), 0.0)
+        earlier = list(self.recent_z.get(self.segment(result), ()))[-(self.recent - 1) :]
+        previous = max(earlier, default=0.0)
         if z < self.threshold_z and not (z >= self.pair_z and previous >= self.pair_z):
             return []
         usual = baseline.median
@@ -81,7 +106,7 @@ class ValueAnomaly(Detector):
                 explanation=(
                     f"{result.product_name} from {result.manufacturer_name or 'an unnamed maker'} measured {result.value:.4g} {result.unit}"
                     f"{limit_en}: {factor:.1f}× the usual level of the last {len(baseline)} results, a robust z-score of {z:.1f} "
-                    f"(previous result {previous:.1f}; alert at {self.threshold_z:g}, or {self.pair_z:g} twice in a row). Not yet over the limit."
+                    f"(highest of the previous {self.recent - 1}: {previous:.1f}; alert at {self.threshold_z:g}, or {self.pair_z:g} twice within {self.recent}). Not yet over the limit."
                 ),
                 explanation_zh=(
                     f"{result.product_name}({result.manufacturer_name or '生产者不详'})检测值{result.value:.4g} {result.unit}{limit_zh},"
@@ -96,4 +121,5 @@ class ValueAnomaly(Detector):
 
     def reset(self) -> None:
         self.baselines.clear()
-        self.previous_z.clear()
+        self.recent_z.clear()
+        self.held.clear()

@@ -17,6 +17,7 @@ labels every value an incident changed, which is the ground truth:
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections import defaultdict
@@ -57,7 +58,12 @@ def bench_incidents(config: BenchConfig) -> tuple[Incident, ...]:
     """per_kind incidents of every kind, in distinct segments, starts spaced and shuffled."""
     rng = random.Random(config.seed)
     segments = _segments(rng)
-    multi_item = [c for c in CATEGORY_PROFILES if sum(1 for i in c.items if i.limit and i.limit_type == "max") >= 3]
+    multi_item = [c for c in CATEGORY_PROFILES if sum(1 for i in c.items if i.limit and i.limit_type == "max" and i.median_fraction <= 0.15) >= 2]
+    low = [  # items whose values usually sit at ≤ 8 % of the limit with an ordinary spread
+        (c.code, i.test_item, i.median_fraction, i.spread)
+        for c in CATEGORY_PROFILES for i in c.items if i.limit and i.limit_type == "max" and i.median_fraction <= 0.08 and i.spread <= 0.7
+    ]  # fmt: skip
+    rng.shuffle(low)
     cities = ["jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying"]
     slots = list(range(len(KINDS) * config.per_kind))
     rng.shuffle(slots)
@@ -66,12 +72,13 @@ def bench_incidents(config: BenchConfig) -> tuple[Incident, ...]:
         start = config.warmup_reports + slots[n] * config.spacing
         category, item, typical = segments[n % len(segments)]
         city = (rng.choice(cities),)
-        if kind == "value_anomaly":  # a jump to ~70 % of the limit in one city: unusual, not (yet) failing
-            incidents.append(Incident("contamination", start, 3000, category, item, city, 0.7 / typical, 1.0, detector=kind))
-        elif kind == "multivariate":  # two items of one category raised together in a fifth of samples
+        if kind == "value_anomaly":  # a jump of 3.5 σ where values usually sit far below the limit: unusual, mostly not failing
+            category, item, typical, spread = low[n % len(low)]
+            incidents.append(Incident("contamination", start, 3000, category, item, city, math.exp(3.5 * spread), 1.0, detector=kind))
+        elif kind == "multivariate":  # two low items of one category raised 6× together in a quarter of samples
             profile = rng.choice(multi_item)
-            pair = rng.sample([i for i in profile.items if i.limit and i.limit_type == "max"], 2)
-            factor = 0.6 / max(i.median_fraction for i in pair)
+            pair = rng.sample([i for i in profile.items if i.limit and i.limit_type == "max" and i.median_fraction <= 0.15], 2)
+            factor = 6.0
             incidents.append(Incident("combination", start, 3000, profile.code, "", (), factor, 0.25,
                                       items=tuple(i.test_item for i in pair), detector=kind))  # fmt: skip
         elif kind == "limit_drift":  # creeping from the usual level to 1.2× the limit

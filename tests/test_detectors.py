@@ -169,7 +169,8 @@ def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
     assert run(detector, background) == []
     two_makers = [result(400, 0.5, manufacturer_uscc="MAKER1", sample_id="X1"), result(401, 0.5, manufacturer_uscc="MAKER2", sample_id="X2")]
     assert run(detector, two_makers) == []
-    repeat = [result(402 + n, 0.5, manufacturer_uscc="MAKER3", city=city, sample_id=f"Y{n}") for n, city in enumerate(["zibo", "jinan", "taian"])]
+    cities = ["zibo", "jinan", "taian", "zibo"]
+    repeat = [result(402 + n, 0.5, manufacturer_uscc="MAKER3", city=city, sample_id=f"Y{n}") for n, city in enumerate(cities)]
     alerts = run(detector, repeat)
     assert alerts and alerts[-1].manufacturer.uscc == "MAKER3"
     assert alerts[-1].severity is Severity.SERIOUS and "batches" in alerts[-1].explanation
