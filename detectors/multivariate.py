@@ -3,9 +3,11 @@
 Each sample is a vector of log(value / limit) over the category's test items. A
 scikit-learn IsolationForest is fitted on a sliding reference window of recent samples and
 refitted every ``refit_every`` new samples, in ``flush`` (once per batch, never per result).
-A sample fires when it isolates more easily than anything in the reference and at least one
-of its items is past ``min_fraction_of_limit``: odd and relevant to risk. Failing samples
-are left to limit exceedance.
+A sample fires when it isolates more easily than ``quantile`` of the reference, at least
+``min_unusual_items`` of its items sit ``item_z`` robust standard deviations above their
+usual level (a combination, not one odd item), and one of them is past
+``min_fraction_of_limit``: odd and relevant to risk. Failing samples are left to limit
+exceedance.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class _Category:
     model: IsolationForest | None = None
     model_items: list[str] = field(default_factory=list)
     medians: list[float] = field(default_factory=list)  # per model item, for missing items
+    scales: list[float] = field(default_factory=list)  # robust standard deviation per model item
     reference_max: float = math.inf
     since_fit: int = 0
 
@@ -44,12 +47,16 @@ class MultivariateAnomaly(Detector):
         reference: int = 400,
         min_reference: int = 100,
         refit_every: int = 200,
-        margin: float = 0.02,
-        min_fraction_of_limit: float = 0.4,
+        margin: float = 0.0,
+        quantile: float = 0.99,
+        min_unusual_items: int = 2,
+        item_z: float = 2.5,
+        min_fraction_of_limit: float = 0.3,
         seed: int = 0,
     ) -> None:
         self.reference, self.min_reference, self.refit_every, self.margin = reference, min_reference, refit_every, margin
         self.min_level, self.seed = math.log(min_fraction_of_limit), seed
+        self.quantile, self.min_unusual_items, self.item_z = quantile, min_unusual_items, item_z
         self.categories: dict[str, _Category] = {}
         self.pending: dict[tuple[str, str], list[LabResult]] = {}  # sample → its results, until flush
 
@@ -80,8 +87,9 @@ class MultivariateAnomaly(Detector):
         category.model_items = list(category.items)
         category.medians = self._medians(category)
         matrix = np.array([self._row(category, s) for s in category.reference])
+        category.scales = [max(0.1, 1.4826 * float(np.median(np.abs(matrix[:, i] - category.medians[i])))) for i in range(matrix.shape[1])]
         category.model = IsolationForest(n_estimators=50, random_state=self.seed).fit(matrix)
-        category.reference_max = float(np.max(-category.model.score_samples(matrix)))
+        category.reference_max = float(np.quantile(-category.model.score_samples(matrix), self.quantile))
         category.since_fit = 0
 
     def score_one(self, result: LabResult) -> float:
@@ -129,6 +137,10 @@ class MultivariateAnomaly(Detector):
         if score <= category.reference_max + self.margin:
             return None
         medians = dict(zip(category.model_items, category.medians, strict=True))
+        scales = dict(zip(category.model_items, category.scales, strict=True))
+        raised = [i for i in sample if i in medians and (sample[i] - medians[i]) / scales[i] >= self.item_z]
+        if len(raised) < self.min_unusual_items:
+            return None  # one unusual item alone is the value-anomaly detector's to judge
         unusual = sorted(sample, key=lambda item: sample[item] - medians.get(item, 0.0), reverse=True)[:3]
         parts_en = ", ".join(f"{test_item_name(i)} {100 * math.exp(sample[i]):.0f} % of limit (usually {100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f} %)" for i in unusual)
         parts_zh = "、".join(f"{test_item_name(i, 'zh')}达限量{100 * math.exp(sample[i]):.0f}%(通常{100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f}%)" for i in unusual)
@@ -145,8 +157,8 @@ class MultivariateAnomaly(Detector):
             title_zh=f"{where_zh}{first.product_name}多项指标组合异常",
             explanation=(
                 f"Sample {first.sample_id} ({first.product_name}, {first.manufacturer_name or 'unnamed maker'}) is isolated more easily "
-                f"than any of the last {len(category.reference)} samples of its category (isolation score {score:.3f} against at most "
-                f"{category.reference_max:.3f}); most unusual: {parts_en}. No item fails yet."
+                f"than {100 * self.quantile:g} % of the last {len(category.reference)} samples of its category (isolation score {score:.3f}, "
+                f"threshold {category.reference_max:.3f}), with {len(raised)} items raised together; most unusual: {parts_en}. No item fails yet."
             ),
             explanation_zh=(
                 f"样品{first.sample_id}({first.product_name},{first.manufacturer_name or '生产者不详'})的各项指标组合"
