@@ -34,7 +34,7 @@ class LimitDrift(Detector):
 
     def __init__(
         self,
-        recent: int = 16,
+        recent: int = 24,
         reference: int = 80,
         min_reference: int = 20,
         cusum_k: float = 0.5,
@@ -42,8 +42,8 @@ class LimitDrift(Detector):
         ewma_lambda: float = 0.2,
         ewma_width: float = 3.0,
         z_cap: float = 4.0,
-        alpha: float = 2e-4,
-        min_fraction_of_limit: float = 0.3,
+        alpha: float = 5e-4,
+        min_fraction_of_limit: float = 0.4,
     ) -> None:
         self.recent, self.reference, self.min_reference = recent, reference, min_reference
         self.cusum_k, self.cusum_h, self.ewma_lambda, self.ewma_width = cusum_k, cusum_h, ewma_lambda, ewma_width
