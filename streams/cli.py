@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import json
 import signal
 import sys
@@ -125,6 +126,80 @@ def demo(duration: float | None, rate: float, seed: int) -> None:
     from streams.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(_settings(), duration=duration, rate=rate, seed=seed, console=console)))
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="The lab's column mapping (TOML)")
+@click.option("--watch", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Publish files dropped here")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between looks at the --watch folder")
+@click.option("--dry-run", is_flag=True, help="Check the files against the contract; send nothing")
+@click.option("--rejected-csv", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write rejected lines and reasons here")
+def publish(files: tuple[Path, ...], mapping: Path | None, folder: Path | None, interval: float, dry_run: bool, rejected_csv: Path | None) -> None:
+    """Publish LIMS exports (CSV, XLSX, JSON Lines) to the reports topic, validated first."""
+    from streams.lims import LimsMapping, MappingError
+    from streams.publisher import make_producer, prepare, publish_file, watch
+
+    if not files and folder is None:
+        raise click.UsageError("name files to publish, or a folder with --watch")
+    settings = _settings()
+    try:
+        lab_mapping = LimsMapping.load(mapping) if mapping else None
+    except MappingError as error:
+        raise click.UsageError(str(error)) from None
+    summaries = []
+    producer = None if dry_run else make_producer(settings.kafka_bootstrap, settings.max_message_bytes)
+    try:
+        if folder is not None:
+            if producer is None:
+                raise click.UsageError("--watch and --dry-run do not go together")
+            console.print(f"watching {folder} (every {interval:g} s; Ctrl-C stops)")
+            watch(folder, lab_mapping, producer, settings.reports_topic, interval, _print_summary, stop=lambda: False)
+        for file in files:
+            if producer is None:
+                summary = prepare(file, lab_mapping, settings.validation_policy).summary
+            else:
+                with _progress() as progress:
+                    task = progress.add_task(f"publishing {file.name}", total=None)
+                    advance = functools.partial(_advance, progress, task)
+                    summary = publish_file(file, lab_mapping, producer, settings.reports_topic, advance)
+            _print_summary(summary, dry_run)
+            summaries.append(summary)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if producer is not None:
+            producer.close()
+    if rejected_csv is not None:
+        with rejected_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "line", "reason"])
+            writer.writerows([s.file, r.line, r.reason] for s in summaries for r in s.rejected)
+    if any(s.error for s in summaries):
+        sys.exit(1)
+
+
+def _advance(progress, task, done: int, total: int) -> None:
+    progress.update(task, completed=done, total=total)
+
+
+def _print_summary(summary, dry_run: bool = False) -> None:
+    if summary.error:
+        console.print(f"[red]{summary.file}: {summary.error}[/]")
+        return
+    if summary.already_published_as:
+        console.print(f"{summary.file}: already published (as {summary.already_published_as}); nothing sent")
+        return
+    reports = summary.reports_ready if dry_run else summary.reports_sent
+    sent = f"{'would send' if dry_run else 'sent'} {reports} reports ({summary.items_sent} test items)"
+    console.print(f"{summary.file}: {summary.rows} rows → {sent}; {len(summary.rejected)} lines rejected", highlight=False)
+    if summary.rejected:
+        table = Table("line", "reason", title="rejected (not sent)", title_justify="left")
+        for rejected in summary.rejected[:50]:
+            table.add_row(str(rejected.line), rejected.reason)
+        console.print(table)
+        if len(summary.rejected) > 50:
+            console.print(f"… and {len(summary.rejected) - 50} more (--rejected-csv FILE lists them all)")
 
 
 @main.command()
