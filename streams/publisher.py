@@ -128,7 +128,7 @@ def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProduce
     state_file = folder / ".published.json"
     state: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
     summaries = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")):
         digest = file_digest(path)
         if digest in state:
             summary = PublishSummary(str(path), already_published_as=state[digest])
