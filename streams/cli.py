@@ -6,6 +6,7 @@ import asyncio
 import csv
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -237,6 +238,108 @@ def backtest(file: Path, out: Path | None, to_clickhouse: bool) -> None:
         counts[alert.detector][alert.severity.value] += 1
     for detector, by_severity in sorted(counts.items()):
         table.add_row(detector, *(str(by_severity.get(s, 0)) for s in ("serious", "potentially_serious", "not_serious")))
+    console.print(table)
+
+
+@main.group()
+def alerts() -> None:
+    """The alert lifecycle: list, show, ack, resolve, false-alarm, precision."""
+
+
+def _store_client(data_dir: str | None = None):
+    from streams.clickhouse import connect, ensure_schema
+
+    client = connect(_settings(data_dir))
+    ensure_schema(client)
+    return client
+
+
+_data_dir_option = click.option("--data-dir", default=None, help="Data directory of the embedded store (e.g. .riskwatch/demo)")
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["open", "acknowledged", "resolved", "false_alarm"]), default=None)
+@click.option("--severity", type=click.Choice(["serious", "potentially_serious", "not_serious"]), default=None)
+@click.option("--detector", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@_data_dir_option
+def alerts_list(status, severity, detector, limit, data_dir) -> None:
+    """Alerts, most severe and most recent first."""
+    from streams.lifecycle import list_alerts
+
+    client = _store_client(data_dir)
+    result = list_alerts(client, status=status, severity=severity, detector=detector, limit=limit)
+    table = Table("id", "status", "severity", "detector", "alert", "×", "cities", "last seen")
+    for id_, st, sev, det, title_zh, title, count, cities, last_seen in result.result_rows:
+        table.add_row(id_[:8], st, str(sev).replace("_", " "), det, title_zh, str(count), ",".join(cities), f"{last_seen:%Y-%m-%d}")
+    console.print(table)
+    client.close()
+
+
+@alerts.command("show")
+@click.argument("alert_id")
+@_data_dir_option
+def alerts_show(alert_id: str, data_dir) -> None:
+    """One alert in full: explanation, evidence, status history."""
+    from streams.lifecycle import AlertNotFound, show_alert
+
+    client = _store_client(data_dir)
+    try:
+        alert, history = show_alert(client, alert_id)
+    except AlertNotFound as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        client.close()
+    console.print(f"[bold]{alert['title_zh']}[/]  {alert['title']}")
+    console.print(f"id {alert['alert_id']} · {alert['detector']} · {str(alert['severity']).replace('_', ' ')} · status {alert['status']}")
+    console.print(f"{alert['explanation']}\n{alert['explanation_zh']}")
+    console.print(f"fired {alert['count']}× between {alert['first_seen']:%Y-%m-%d %H:%M} and {alert['last_seen']:%Y-%m-%d %H:%M} UTC; "
+                  f"cities {', '.join(alert['cities'])}; labs {', '.join(alert['labs'])}")  # fmt: skip
+    console.print(f"evidence ({len(alert['evidence'])} results): {', '.join(str(e) for e in alert['evidence'][:10])}{' …' if len(alert['evidence']) > 10 else ''}")
+    for changed_at, status, by, note in history:
+        console.print(f"  {changed_at:%Y-%m-%d %H:%M} {status} by {by}{': ' + note if note else ''}")
+
+
+def _status_command(name: str, status: str, help_text: str):
+    @alerts.command(name, help=help_text)
+    @click.argument("alert_id")
+    @click.option("--by", default=lambda: os.environ.get("USER", "officer"), show_default="$USER", help="Who")
+    @click.option("--note", default="", help="Why")
+    @_data_dir_option
+    def command(alert_id: str, by: str, note: str, data_dir) -> None:
+        from streams.lifecycle import AlertNotFound, set_status
+
+        client = _store_client(data_dir)
+        try:
+            full = set_status(client, alert_id, status, by, note)
+        except AlertNotFound as error:
+            raise click.ClickException(str(error)) from None
+        finally:
+            client.close()
+        console.print(f"alert {full}: {status.replace('_', ' ')} (by {by})")
+
+    return command
+
+
+_status_command("ack", "acknowledged", "Acknowledge an alert: someone is on it.")
+_status_command("resolve", "resolved", "Resolve an alert: it was real and has been dealt with.")
+_status_command("false-alarm", "false_alarm", "Mark an alert a false alarm (counts against its detector's precision).")
+_status_command("reopen", "open", "Reopen an alert.")
+
+
+@alerts.command("precision")
+@_data_dir_option
+def alerts_precision(data_dir) -> None:
+    """Each detector's precision from officers' feedback (resolved = real, false alarm = not)."""
+    from streams.lifecycle import precision_by_detector
+
+    client = _store_client(data_dir)
+    rows = precision_by_detector(client)
+    client.close()
+    table = Table("detector", "alerts", "judged", "real (resolved)", "false alarms", "precision")
+    for row in rows:
+        table.add_row(row.detector, str(row.alerts), str(row.judged), str(row.confirmed), str(row.false_alarms),
+                      "–" if row.precision is None else f"{row.precision:.2f}")  # fmt: skip
     console.print(table)
 
 
