@@ -270,7 +270,7 @@ def alerts_list(status, severity, detector, limit, data_dir) -> None:
     client = _store_client(data_dir)
     result = list_alerts(client, status=status, severity=severity, detector=detector, limit=limit)
     table = Table("id", "status", "severity", "detector", "alert", "×", "cities", "last seen")
-    for id_, st, sev, det, title_zh, title, count, cities, last_seen in result.result_rows:
+    for id_, st, sev, det, title_zh, _title, count, cities, last_seen in result.result_rows:
         table.add_row(id_[:8], st, str(sev).replace("_", " "), det, title_zh, str(count), ",".join(cities), f"{last_seen:%Y-%m-%d}")
     console.print(table)
     client.close()
