@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   creates .venv, installs riskwatch with the embedded extras, runs the demo
-#   make test   the same environment plus test tools, runs the whole test suite
+#   make test   the same environment plus test tools (and Debian's prometheus and
+#               prometheus-alertmanager, installed when missing), runs the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
 DEMO_ARGS ?=
@@ -11,12 +12,15 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[embedded,dev]'
 	touch $@
 
-.PHONY: install demo test
+.PHONY: install system-deps demo test
 install: $(VENV)/.installed
+
+system-deps:
+	scripts/install-system-deps.sh
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/riskwatch demo $(DEMO_ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest

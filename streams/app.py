@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -21,11 +22,13 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
+from faust.types import TP
 
 from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
 from streams.dead_letter import dead_letter
+from streams.paging import Pager
 from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results
 from streams.settings import Settings
 
@@ -91,6 +94,8 @@ def create_app(settings: Settings) -> faust.App:
     alerts = app.topic(settings.alerts_topic, **raw)
 
     ingestor = Ingestor(settings.validation_policy, settings.max_message_bytes)
+    pager = Pager(settings.alertmanager_url, settings.page_min_severity, settings.grafana_url) if settings.alertmanager_url else None
+    processed: dict[tuple[str, int], int] = {}  # last processed offset per topic partition, for the lag gauge
     clickhouse = ClickHouseWorkerThread(settings)
     processors: list[Processor] = []  # one, created with the store
 
@@ -134,16 +139,21 @@ def create_app(settings: Settings) -> faust.App:
             metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
             for event in events:
                 await stream.ack(event)
+            _note_processed(processed, events)
 
     @app.agent(results)
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-            batch, undecodable = [], []
+            batch, undecodable, published = [], [], []
             for event in events:
                 try:
-                    batch.extend(decode_results(event.value))
+                    results_of_event, published_at = decode_results(event.value)
                 except Exception as error:  # noqa: BLE001 - a foreign message on our topic
                     undecodable.append((event, error))
+                    continue
+                batch.extend(results_of_event)
+                if published_at is not None:
+                    published.append(published_at)
             pipeline = await processor()
             fresh = await _retrying("look up stored results", settings, clickhouse.run, pipeline.select_fresh, batch)
             await _retrying("rebuild detector state", settings, clickhouse.run, pipeline.warm_up, fresh)
@@ -166,8 +176,26 @@ def create_app(settings: Settings) -> faust.App:
             for alert in output.alerts:
                 metrics.ALERTS_RAISED.labels(alert.detector, alert.severity.value).inc()
             metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - len(undecodable))
+            stored_at = time.time()
+            for published_at in published:
+                metrics.PROCESSING_LATENCY.observe(max(0.0, stored_at - published_at))
             for event in events:
                 await stream.ack(event)
+            _note_processed(processed, events)
+            if pager is not None:
+                await pager.page(output.alerts)
+
+    @app.timer(interval=5.0)
+    async def _report_lag() -> None:
+        for (topic, partition), offset in list(processed.items()):
+            try:
+                highwater = app.consumer.highwater(TP(topic, partition))
+            except Exception:  # noqa: BLE001 - no longer assigned to this worker
+                processed.pop((topic, partition), None)
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
+                continue
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
 
     @app.page("/metrics")
     async def _metrics(web: Any, request: Any) -> Any:
@@ -193,4 +221,10 @@ async def _retrying(what: str, settings: Settings, step: Callable[..., Awaitable
 
 def _source(event: faust.EventT) -> SourceMessage:
     message = event.message
-    return SourceMessage(message.topic, message.partition, message.offset, message.key, message.value)
+    return SourceMessage(message.topic, message.partition, message.offset, message.key, message.value, message.timestamp)
+
+
+def _note_processed(processed: dict[tuple[str, int], int], events: list) -> None:
+    for event in events:
+        key = (event.message.topic, event.message.partition)
+        processed[key] = max(processed.get(key, -1), event.message.offset)

@@ -21,7 +21,20 @@ SINK_BATCH_ROWS = Histogram(
     "riskwatch_sink_batch_rows", "Rows per ClickHouse insert batch", buckets=(1, 10, 100, 1_000, 10_000, 100_000)
 )
 SINK_BATCH_SECONDS = Histogram("riskwatch_sink_batch_seconds", "Time to write one batch to ClickHouse")
+PROCESSING_LATENCY = Histogram(
+    "riskwatch_processing_latency_seconds",
+    "From a lab report's publication (Kafka timestamp) to its results stored in ClickHouse",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONSUMER_LAG = Gauge("riskwatch_consumer_lag", "Messages not yet processed, per topic and partition", ["topic", "partition"])
+PAGES_SENT = Counter("riskwatch_pages_sent", "Alerts posted to Alertmanager, by severity", ["severity"])
+PAGING_ERRORS = Counter("riskwatch_paging_errors", "Failed posts to Alertmanager")
 
 
 def exposition() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# Labelled series exist from the start (at 0), so that rate() and increase() see their first rise.
+for _stage in ("ingest", "process"):
+    DEAD_LETTERS.labels(_stage)

@@ -37,6 +37,7 @@ class SourceMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # when the message was published (Kafka timestamp, seconds)
 
 
 @dataclass(slots=True)
@@ -46,15 +47,17 @@ class IngestOutput:
     valid_results: int = 0
 
 
-def encode_results(results: Sequence[LabResult]) -> bytes:
-    return orjson.dumps({"schema": RESULTS_SCHEMA, "results": [r.to_wire() for r in results]})
+def encode_results(results: Sequence[LabResult], published: float | None = None) -> bytes:
+    """An envelope of results; ``published`` is when the oldest report behind them was published."""
+    return orjson.dumps({"schema": RESULTS_SCHEMA, "published": published, "results": [r.to_wire() for r in results]})
 
 
-def decode_results(payload: bytes) -> list[LabResult]:
+def decode_results(payload: bytes) -> tuple[list[LabResult], float | None]:
+    """The results of an envelope and when their oldest report was published (for latency)."""
     envelope = orjson.loads(payload)
     if envelope.get("schema") != RESULTS_SCHEMA:
         raise ValueError(f"expected a {RESULTS_SCHEMA} envelope, got schema {envelope.get('schema')!r}")
-    return [LabResult.from_wire(r) for r in envelope["results"]]
+    return [LabResult.from_wire(r) for r in envelope["results"]], envelope.get("published")
 
 
 class Ingestor:
@@ -67,17 +70,24 @@ class Ingestor:
     def ingest(self, messages: Iterable[SourceMessage]) -> IngestOutput:
         output = IngestOutput()
         by_category: dict[str, list[LabResult]] = defaultdict(list)
+        published: dict[str, float] = {}
         now = datetime.now(UTC)
         for message in messages:
             metrics.REPORTS_RECEIVED.inc()
             try:
+                before = {c: len(r) for c, r in by_category.items()}
                 self._ingest_one(message, now, by_category, output)
+                if message.timestamp is not None:
+                    for category, results in by_category.items():
+                        if len(results) > before.get(category, 0):
+                            published[category] = min(published.get(category, message.timestamp), message.timestamp)
             except Exception as error:  # noqa: BLE001 - no input may stop the worker
                 log.exception("unexpected error validating %s[%d]@%d", message.topic, message.partition, message.offset)
                 self._reject(output, message, "internal", f"internal error while validating: {error!r}")
         for category, results in by_category.items():
             for start in range(0, len(results), RESULTS_PER_ENVELOPE):
-                output.results.append((category.encode(), encode_results(results[start : start + RESULTS_PER_ENVELOPE])))
+                envelope = encode_results(results[start : start + RESULTS_PER_ENVELOPE], published.get(category))
+                output.results.append((category.encode(), envelope))
         return output
 
     def _ingest_one(self, message: SourceMessage, now: datetime, by_category: dict[str, list[LabResult]], output: IngestOutput) -> None:

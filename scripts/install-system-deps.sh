@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the tests use for real: Prometheus (+ promtool) and Alertmanager (+ amtool).
+# Installs them when missing and we are root; otherwise says what to install.
+set -euo pipefail
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+[ ${#missing[@]} -eq 0 ] && exit 0
+packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: $packages (run: sudo apt-get install -y $packages)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $packages >/dev/null
