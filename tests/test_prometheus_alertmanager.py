@@ -14,6 +14,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -174,6 +175,14 @@ def test_prometheus_rule_and_pipeline_page_reach_the_webhook_and_silence_inhibit
         wait_until(lambda: "RiskwatchDeadLetterSpike" in webhook.alertnames(), 150, f"the rule did not fire: {webhook.alertnames()}")
         spike = next(a for n in webhook.received for a in n["alerts"] if a["labels"]["alertname"] == "RiskwatchDeadLetterSpike")
         assert spike["labels"]["kind"] == "pipeline" and spike["status"] == "firing"
+
+        board = json.loads((DEPLOY.parent / "grafana" / "dashboards" / "pipeline-health.json").read_text(encoding="utf-8"))
+        exprs = [t["expr"].replace("$__rate_interval", "5m") for p in board["panels"] for t in p["targets"]]
+        for expr in exprs:  # every pipeline-health panel query is valid PromQL over the worker's metrics
+            answer = http_json(f"{prom_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+            assert answer["status"] == "success", expr
+        stored = http_json(f"{prom_url}/api/v1/query?{urllib.parse.urlencode({'query': exprs[0]})}")["data"]["result"]
+        assert stored and float(stored[0]["value"][1]) > 0, "throughput panel shows the reports read"
 
         text = urllib.request.urlopen(worker.metrics_url, timeout=5).read()  # noqa: S310
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
