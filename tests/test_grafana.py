@@ -98,3 +98,12 @@ def test_template_variable_queries_return_choices(loaded):
             if variable["type"] == "query":
                 rows = client.query(expand(variable["query"], datetime.now(UTC), datetime.now(UTC), 60, {"category": alert.category})).result_rows
                 assert rows, variable["name"]
+
+
+def test_the_documented_analyst_queries_run(loaded):
+    client, _, _ = loaded
+    text = (GRAFANA.parent / "docs" / "analysts.md").read_text(encoding="utf-8")
+    queries = [block.split("```", 1)[0] for block in text.split("```sql")[1:]]
+    assert len(queries) == 7
+    for sql in queries:
+        assert client.query(sql).result_rows, sql
