@@ -15,10 +15,13 @@ def results_of(report):
     return validate_report(orjson.dumps(report), now=EXAMPLE_NOW).results
 
 
-def test_ddl_creates_results_and_alerts(store):
-    assert [s.split()[5] for s in ddl_statements()] == ["results", "alerts"]
+def test_ddl_creates_every_table_and_view_and_is_idempotent(store):
+    from streams.clickhouse import ensure_schema
+
+    assert len(ddl_statements()) == 6
+    ensure_schema(store.client)  # a second start changes nothing
     tables = {row[0] for row in store.client.query("SHOW TABLES").result_rows}
-    assert {"results", "alerts"} <= tables
+    assert tables == {"results", "alerts", "alert_feedback", "alerts_current", "daily_results", "daily_results_mv"}
 
 
 def test_a_replayed_insert_collapses_to_one_row_per_result(store, report):
