@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from scipy.stats import poisson
 
 from detectors.base import Detector, firing, segment_text
+from detectors.univariate import RateEstimate
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -23,8 +24,7 @@ from schemas.results import Alert, LabResult, Severity
 class _Segment:
     fails: deque = field(default_factory=deque)  # failing results in the window
     seen: deque = field(default_factory=deque)  # (sampled_at, failed) of every result in the window
-    history_fails: float = 0.0  # results that have left the window: the baseline, untouched by a current cluster
-    history_total: float = 0.0
+    history: RateEstimate = field(default_factory=RateEstimate)  # results that have left the window: untouched by a current cluster
 
 
 class CrossCityCluster(Detector):
@@ -40,18 +40,14 @@ class CrossCityCluster(Detector):
         memory: float = 5000.0,
     ) -> None:
         self.window, self.min_cities, self.alpha = window, min_cities, alpha
-        self.prior_rate, self.prior_weight, self.decay = prior_rate, prior_weight, 1 - 1 / memory
+        self.prior = (prior_rate, prior_weight, memory)
         self.segments: dict[tuple[str, str], _Segment] = {}
-
-    @staticmethod
-    def _failed(result: LabResult) -> bool:
-        return result.failed or (result.limit_ratio or 0) > 1
 
     def _segment(self, result: LabResult) -> _Segment:
         key = (result.category, result.test_item)
         segment = self.segments.get(key)
         if segment is None:
-            segment = self.segments[key] = _Segment()
+            segment = self.segments[key] = _Segment(history=RateEstimate(*self.prior))
         return segment
 
     def _trim(self, segment: _Segment, now: datetime) -> None:
@@ -60,32 +56,28 @@ class CrossCityCluster(Detector):
             segment.fails.popleft()
         while segment.seen and segment.seen[0][0] < horizon:
             _, failed = segment.seen.popleft()
-            segment.history_fails = segment.history_fails * self.decay + failed
-            segment.history_total = segment.history_total * self.decay + 1
-
-    def _base_rate(self, segment: _Segment) -> float:
-        return (segment.history_fails + self.prior_rate * self.prior_weight) / (segment.history_total + self.prior_weight)
+            segment.history.learn(failed)
 
     def learn_one(self, result: LabResult) -> None:
         segment = self._segment(result)
-        failed = self._failed(result)
+        failed = result.failing
         segment.seen.append((result.sampled_at, failed))
         if failed:
             segment.fails.append(result)
         self._trim(segment, result.sampled_at)
 
     def _tail(self, segment: _Segment, fails: int, results: int) -> float:
-        return float(poisson.sf(fails - 1, self._base_rate(segment) * results))
+        return float(poisson.sf(fails - 1, segment.history.rate * results))
 
     def score_one(self, result: LabResult) -> float:
         segment = self.segments.get((result.category, result.test_item))
-        if segment is None or not self._failed(result):
+        if segment is None or not result.failing:
             return 0.0
         cities = {r.city for r in segment.fails} | {result.city}
         return min(1.0, len(cities) / self.min_cities) * (1 - self._tail(segment, len(segment.fails) + 1, len(segment.seen) + 1))
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        if not self._failed(result):
+        if not result.failing:
             return []
         segment = self._segment(result)
         self._trim(segment, result.sampled_at)
@@ -97,7 +89,7 @@ class CrossCityCluster(Detector):
         tail = self._tail(segment, len(cluster), results)
         if tail >= self.alpha:
             return []
-        rate = self._base_rate(segment)
+        rate = segment.history.rate
         names_en = ", ".join(city_name(c) for c in cities)
         names_zh = "、".join(city_name(c, "zh") for c in cities)
         days = self.window.days

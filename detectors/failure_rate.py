@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from detectors.base import Detector, firing, segment_text
+from detectors.univariate import RateEstimate
 from schemas.results import Alert, LabResult, Severity
 
 ALLIANCE = "*"
@@ -20,8 +21,7 @@ ALLIANCE = "*"
 
 @dataclass(slots=True)
 class _Rate:
-    fails: float
-    total: float
+    usual: RateEstimate
     s: float = 0.0
     recent_fails: deque = field(default_factory=lambda: deque(maxlen=20))
     since_reset: int = 0
@@ -40,7 +40,7 @@ class FailureRateTrend(Detector):
         h: float = 5.5,
         min_rate: float = 0.002,
     ) -> None:
-        self.prior_rate, self.prior_weight, self.decay = prior_rate, prior_weight, 1 - 1 / memory
+        self.prior = (prior_rate, prior_weight, memory)
         self.ratio, self.h, self.min_rate = ratio, h, min_rate
         self.segments: dict[tuple[str, str], _Rate] = {}
 
@@ -50,20 +50,16 @@ class FailureRateTrend(Detector):
     def _state(self, key: tuple[str, str]) -> _Rate:
         state = self.segments.get(key)
         if state is None:
-            state = self.segments[key] = _Rate(self.prior_rate * self.prior_weight, self.prior_weight)
+            state = self.segments[key] = _Rate(RateEstimate(*self.prior))
         return state
 
     def _llr(self, state: _Rate, failed: bool) -> tuple[float, float, float]:
-        p0 = max(self.min_rate, state.fails / state.total)
+        p0 = max(self.min_rate, state.usual.rate)
         p1 = min(0.5, self.ratio * p0)
         return (math.log(p1 / p0) if failed else math.log((1 - p1) / (1 - p0))), p0, p1
 
-    @staticmethod
-    def _failed(result: LabResult) -> bool:
-        return result.failed or (result.limit_ratio or 0) > 1
-
     def learn_one(self, result: LabResult) -> None:
-        failed = self._failed(result)
+        failed = result.failing
         for key in self._keys(result):
             state = self._state(key)
             llr, _, _ = self._llr(state, failed)
@@ -76,18 +72,17 @@ class FailureRateTrend(Detector):
                 state.s, state.since_reset, state.fails_since_reset = 0.0, 0, 0
             if state.s == 0.0:
                 state.since_reset, state.fails_since_reset = 0, 0
-            state.fails = state.fails * self.decay + failed
-            state.total = state.total * self.decay + 1
+            state.usual.learn(failed)
 
     def score_one(self, result: LabResult) -> float:
         state = self.segments.get(self._keys(result)[0])
         if state is None:
             return 0.0
-        llr, _, _ = self._llr(state, self._failed(result))
+        llr, _, _ = self._llr(state, result.failing)
         return min(1.0, max(0.0, state.s + llr) / self.h)
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        if not self._failed(result):
+        if not result.failing:
             return []  # only a failure can push the CUSUM over its limit
         alerts = []
         for category, city in self._keys(result):

@@ -33,13 +33,13 @@ class LimitExceedance(Detector):
     def score_one(self, result: LabResult) -> float:
         """0 within the limit; rises towards 1 with the ratio (1 at ≥ 2× the serious ratio)."""
         if result.limit_ratio is None:
-            return 1.0 if self._fails(result) else 0.0
+            return 1.0 if result.failing else 0.0
         if result.limit_ratio <= 1.0 and not result.failed:
             return 0.0
         return min(1.0, max(result.limit_ratio, 1.0) / (2 * self.policy.serious_ratio))
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        if not self._fails(result):
+        if not result.failing:
             return []
         severity = self.severity(result)
         title, title_zh = self._titles(result)
@@ -76,10 +76,6 @@ class LimitExceedance(Detector):
         if ratio >= self.policy.potentially_serious_ratio:
             return Severity.POTENTIALLY_SERIOUS
         return Severity.NOT_SERIOUS
-
-    @staticmethod
-    def _fails(result: LabResult) -> bool:
-        return result.failed or (result.limit_ratio is not None and result.limit_ratio > 1.0)
 
     @staticmethod
     def _titles(result: LabResult) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from scipy.stats import binom
 
 from detectors.base import Detector, firing
+from detectors.univariate import RateEstimate
 from schemas.catalogue import category_name, city_name
 from schemas.results import Alert, LabResult, Manufacturer, Severity
 
@@ -37,27 +38,22 @@ class ManufacturerRecurrence(Detector):
         memory: float = 5000.0,
     ) -> None:
         self.window, self.min_batches, self.alpha = window, min_batches, alpha
-        self.prior_rate, self.prior_weight, self.decay = prior_rate, prior_weight, 1 - 1 / memory
+        self.prior = (prior_rate, prior_weight, memory)
         self.makers: dict[tuple[str, str], _Maker] = {}
-        self.category_rate: dict[str, tuple[float, float]] = {}
+        self.category_rate: dict[str, RateEstimate] = {}
 
     @staticmethod
     def _key(result: LabResult) -> tuple[str, str] | None:
         maker = result.manufacturer_uscc or result.manufacturer_name
         return (result.category, maker) if maker else None
 
-    @staticmethod
-    def _failed(result: LabResult) -> bool:
-        return result.failed or (result.limit_ratio or 0) > 1
-
     def _rate(self, category: str) -> float:
-        fails, total = self.category_rate.get(category, (0.0, 0.0))
-        return (fails + self.prior_rate * self.prior_weight) / (total + self.prior_weight)
+        estimate = self.category_rate.get(category)
+        return estimate.rate if estimate is not None else RateEstimate(*self.prior).rate
 
     def learn_one(self, result: LabResult) -> None:
-        failed = self._failed(result)
-        fails, total = self.category_rate.get(result.category, (0.0, 0.0))
-        self.category_rate[result.category] = (fails * self.decay + failed, total * self.decay + 1)
+        failed = result.failing
+        self.category_rate.setdefault(result.category, RateEstimate(*self.prior)).learn(failed)
         key = self._key(result)
         if key is None:
             return
@@ -78,13 +74,13 @@ class ManufacturerRecurrence(Detector):
         return fails, len(entries)
 
     def score_one(self, result: LabResult) -> float:
-        if not self._failed(result) or self._key(result) is None:
+        if not result.failing or self._key(result) is None:
             return 0.0
         fails, n = self._window(result)
         return 1 - float(binom.sf(len(fails), n + 1, self._rate(result.category)))
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        if not self._failed(result) or self._key(result) is None:
+        if not result.failing or self._key(result) is None:
             return []
         earlier, n = self._window(result)
         fails = earlier + [result]

@@ -132,7 +132,7 @@ class MultivariateAnomaly(Detector):
         return alerts
 
     def _judge(self, category: _Category, sample: dict[str, float], results: list[LabResult], score: float, now: datetime) -> Alert | None:
-        if any(r.failed or (r.limit_ratio or 0) > 1 for r in results) or max(sample.values()) < self.min_level:
+        if any(r.failing for r in results) or max(sample.values()) < self.min_level:
             return None
         if score <= category.reference_max + self.margin:
             return None

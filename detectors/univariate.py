@@ -130,3 +130,27 @@ def trend_test(values: list[float]) -> Trend:
     slope, intercept, _, _ = stats.theilslopes(values, order)
     p_rising = p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2
     return Trend(float(tau), float(p_rising), float(slope), float(intercept + slope * (n - 1)))
+
+
+@dataclass(slots=True)
+class RateEstimate:
+    """A failure rate with exponential forgetting and a prior, so that a new segment starts sensible.
+
+    The prior (``prior_rate`` worth ``prior_weight`` observations) never fades; observations
+    fade with a memory of about ``memory`` of them.
+    """
+
+    prior_rate: float = 0.005
+    prior_weight: float = 400.0
+    memory: float = 5000.0
+    fails: float = 0.0
+    total: float = 0.0
+
+    def learn(self, failed: bool) -> None:
+        decay = 1 - 1 / self.memory
+        self.fails = self.fails * decay + failed
+        self.total = self.total * decay + 1
+
+    @property
+    def rate(self) -> float:
+        return (self.fails + self.prior_rate * self.prior_weight) / (self.total + self.prior_weight)

@@ -81,7 +81,7 @@ class ValueAnomaly(Detector):
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
         level, baseline = log_level(result), self._baseline(result)
-        if level is None or baseline is None or result.failed or (result.limit_ratio or 0) > 1:
+        if level is None or baseline is None or result.failing:
             return []
         z = baseline.z(level)
         earlier = list(self.recent_z.get(self.segment(result), ()))[-(self.recent - 1) :]

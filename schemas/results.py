@@ -86,7 +86,13 @@ class LabResult:
 
     @property
     def failed(self) -> bool:
+        """The lab's verdict."""
         return self.verdict == "fail"
+
+    @property
+    def failing(self) -> bool:
+        """Failed by the lab's verdict, or over its limit although the lab passed it."""
+        return self.verdict == "fail" or (self.limit_ratio is not None and self.limit_ratio > 1.0)
 
     def to_wire(self) -> dict[str, Any]:
         """JSON-ready dict for the results topic (timestamps as epoch milliseconds)."""

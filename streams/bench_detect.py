@@ -211,7 +211,7 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
     for alert in clean.last_versions.values():
         if alert.detector != "limit_exceedance":
             scores[alert.detector].clean_alerts += 1
-    failing = [r for r in incident_results if r.failed or (r.limit_ratio or 0) > 1]
+    failing = [r for r in incident_results if r.failing]
     limit = scores["limit_exceedance"]
     limit.incidents = len(failing)
     alerted = {rid for a in by_detector["limit_exceedance"] for rid in a.evidence}
