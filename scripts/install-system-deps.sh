@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the tests use for real: Prometheus (+ promtool) and Alertmanager (+ amtool).
+# Debian packages the tests use for real: Prometheus (+ promtool), Alertmanager (+ amtool), and
+# docker-compose (to validate docker-compose.yml; no Docker engine is needed for that).
 # Installs them when missing and we are root; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -7,6 +8,7 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ ${#missing[@]} -eq 0 ] && exit 0
 packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" -ne 0 ]; then

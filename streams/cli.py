@@ -378,6 +378,18 @@ def _progress():
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
 
 
+@main.command()
+def schema() -> None:
+    """Create the riskwatch database, tables and views (idempotent; workers also do it on start)."""
+    from streams.clickhouse import connect, ddl_statements, ensure_schema
+
+    settings = _settings()
+    client = connect(settings)
+    ensure_schema(client)
+    client.close()
+    console.print(f"schema ready: {len(ddl_statements())} statements applied to {settings.clickhouse_database}")
+
+
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's settings table")
 def show_settings(markdown: bool) -> None:

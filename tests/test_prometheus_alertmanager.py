@@ -116,7 +116,7 @@ def start_prometheus(tmp: Path, worker_port: int, alertmanager_url: str) -> tupl
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(DEPLOY / "prometheus" / "rules.yml")]
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [alertmanager_url.removeprefix("http://")]
-    config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{worker_port}"]
+    config["scrape_configs"][0] = {"job_name": "riskwatch", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]}
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     process = subprocess.Popen(
