@@ -379,6 +379,37 @@ def _progress():
 
 
 @main.command()
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day (default: first stored sample)")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day after the last (default: after the last stored sample)")
+@click.option("--city", "cities", multiple=True, help="Only these cities (repeat the option)")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="HTML file (default: bulletin-FROM-TO-LANG.html)")
+@click.option("--pdf", is_flag=True, help="Also print a PDF beside it (needs Debian's chromium)")
+@_data_dir_option
+def bulletin(start, end, cities, lang, output, pdf, data_dir) -> None:
+    """Write the risk bulletin for a period: one self-contained HTML file (and a PDF)."""
+    from streams.bulletin import BulletinBuilder, default_period, to_pdf, write
+
+    client = _store_client(data_dir)
+    try:
+        first, last = default_period(client)
+        period_start, period_end = (start.date() if start else first), (end.date() if end else last)
+        try:
+            built = BulletinBuilder(client, period_start, period_end, list(cities), lang).build()
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+    finally:
+        client.close()
+    path = write(built, output or Path(f"bulletin-{period_start}-{period_end}-{lang}.html"))
+    console.print(f"bulletin written to {path} ({built.headline.results:,} results, {sum(built.alert_counts.values())} alerts)")
+    if pdf:
+        try:
+            console.print(f"PDF: {to_pdf(path)}")
+        except RuntimeError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@main.command()
 def schema() -> None:
     """Create the riskwatch database, tables and views (idempotent; workers also do it on start)."""
     from streams.clickhouse import connect, ddl_statements, ensure_schema

@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -140,13 +141,23 @@ def _summary(settings: Settings, console: Console, stats: PublishStats, metrics:
     _table(console, "alerts by city", ("city", "alerts"), [(f"{city_name(c, 'zh')} {city_name(c)}", n) for c, n in by_city])
     by_category = q("SELECT category, count() AS n FROM alerts FINAL GROUP BY category ORDER BY n DESC LIMIT 10").result_rows
     _table(console, "alerts by category (top 10)", ("category", "alerts"), [(f"{category_name(c, 'zh')}", n) for c, n in by_category])
+    bulletin_path = _write_bulletin(client, settings)
     client.close()
     store = settings.data_dir
     console.print(
         f"\n{printed} alerts printed live. Query the stored data (worker stopped, so the store is free):\n"
         f'  riskwatch sql --data-dir {store} "SELECT severity, title_zh, score FROM alerts FINAL ORDER BY score DESC LIMIT 10"\n'
-        f'  riskwatch sql --data-dir {store} "SELECT city, countIf(verdict = \'fail\') / count() AS failure_rate FROM results FINAL GROUP BY city"'
+        f'  riskwatch sql --data-dir {store} "SELECT city, countIf(verdict = \'fail\') / count() AS failure_rate FROM results FINAL GROUP BY city"\n'
+        f"  riskwatch alerts list --data-dir {store}\n"
+        f"\nRisk bulletin for the simulated period (open it in a browser): [bold]{bulletin_path}[/]"
     )
+
+
+def _write_bulletin(client, settings: Settings) -> Path:
+    from streams.bulletin import BulletinBuilder, default_period, write
+
+    start, end = default_period(client)
+    return write(BulletinBuilder(client, start, end, lang="zh").build(), settings.data_dir / f"bulletin-{start}-{end}.html").resolve()
 
 
 def _table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple]) -> None:

@@ -24,3 +24,5 @@ def test_demo_prints_alerts_and_a_summary_from_clickhouse(tmp_path):
     assert live > 0 and re.search(r"(serious|not serious) +\d+\.\d\d×", out)
     assert "alerts by severity" in out and "riskwatch sql --data-dir" in out
     assert (tmp_path / "demo" / "clickhouse").is_dir()
+    bulletin = re.search(r"Risk bulletin for the simulated period \(open it in a browser\): (\S+\.html)", out).group(1)
+    assert "产品质量安全风险预警通报" in open(bulletin, encoding="utf-8").read()
