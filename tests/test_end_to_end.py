@@ -60,7 +60,7 @@ def worker_env(broker: LocalBroker, data_dir: Path, group: str) -> dict[str, str
 
 
 async def send_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4_194_304)
     await producer.start()
     try:
         await asyncio.gather(*[await producer.send(topic, value=value, key=key) for key, value in messages])
