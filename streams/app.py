@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.consumer_group,
         broker=settings.faust_broker_url,
+        broker_credentials=settings.faust_credentials(),
         store="memory://",
         autodiscover=False,
         topic_partitions=settings.topic_partitions,

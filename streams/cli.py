@@ -108,7 +108,8 @@ def simulate(
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         return await publish(
-            settings.kafka_bootstrap, settings.reports_topic, maker, rate=rate, count=count, duration=duration, stop=stop, on_progress=progress
+            settings.kafka_bootstrap, settings.reports_topic, maker, rate=rate, count=count, duration=duration, stop=stop,
+            on_progress=progress, security=settings.kafka_client_options(),
         )
 
     stats = asyncio.run(run())
@@ -149,7 +150,7 @@ def publish(files: tuple[Path, ...], mapping: Path | None, folder: Path | None, 
     except MappingError as error:
         raise click.UsageError(str(error)) from None
     summaries = []
-    producer = None if dry_run else make_producer(settings.kafka_bootstrap, settings.max_message_bytes)
+    producer = None if dry_run else make_producer(settings.kafka_bootstrap, settings.max_message_bytes, settings.kafka_client_options())
     try:
         if folder is not None:
             if producer is None:

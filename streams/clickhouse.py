@@ -62,7 +62,10 @@ def connect(settings: Settings, *, database: str | None = None) -> Client:
             username=settings.clickhouse_user,
             password=settings.clickhouse_password.get_secret_value(),
             secure=parsed.scheme == "https",
+            verify=settings.clickhouse_verify,
         )
+        if settings.clickhouse_ca_file:
+            common["ca_cert"] = settings.clickhouse_ca_file
     # chDB lets a process hold one data directory at a time: the admin client is closed
     # before the working one opens, so that closing the latter really releases it.
     admin = clickhouse_connect.get_client(**common)

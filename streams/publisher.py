@@ -112,10 +112,11 @@ def publish_file(
     return prepared.summary
 
 
-def make_producer(bootstrap: str, max_message_bytes: int) -> KafkaProducer:
+def make_producer(bootstrap: str, max_message_bytes: int, security: dict | None = None) -> KafkaProducer:
+    """A kafka-python producer; ``security`` is Settings.kafka_client_options() (TLS / SASL)."""
     return KafkaProducer(
         bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=20, max_request_size=max(max_message_bytes, 1_048_576),
-        retries=5,
+        retries=5, **(security or {}),
     )  # fmt: skip
 
 

@@ -97,10 +97,11 @@ async def publish(
     duration: float | None = None,
     stop: asyncio.Event | None = None,
     on_progress: Callable[[PublishStats], None] | None = None,
+    security: dict | None = None,
 ) -> PublishStats:
     """Send until count, duration or stop, paced to rate messages per second."""
     stats = PublishStats()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **(security or {}))
     await producer.start()
     try:
         deadline = None if duration is None else time.monotonic() + duration

@@ -6,6 +6,7 @@ Defaults are the embedded set-up: the local tansu broker on loopback and chDB un
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -33,12 +34,19 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(10.0, gt=0, description="Kafka consumer session timeout")
     commit_interval_seconds: float = Field(1.0, gt=0, description="How often processed offsets are committed")
     max_message_bytes: int = Field(1_048_576, ge=1024, description="Largest lab report accepted")
+    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)")
+    kafka_sasl_username: str = Field("", description="Kafka SASL user")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="Kafka SASL password")
+    kafka_ssl_cafile: str = Field("", description="CA bundle that signed the brokers' certificates (with SSL / SASL_SSL)")
 
     # ClickHouse
     clickhouse_url: str = Field("", description="chdb:///DIR (embedded) or http(s)://host:port; default chdb under data_dir")
     clickhouse_database: str = Field("riskwatch", description="Database holding the riskwatch tables")
     clickhouse_user: str = Field("default", description="ClickHouse user (server only)")
     clickhouse_password: SecretStr = Field(SecretStr(""), description="ClickHouse password (server only)")
+    clickhouse_ca_file: str = Field("", description="CA bundle for an https ClickHouse server (default: the system's)")
+    clickhouse_verify: bool = Field(True, description="Verify an https ClickHouse server's certificate")
 
     # Worker
     data_dir: Path = Field(Path(".riskwatch"), description="Local state: embedded ClickHouse, broker logs")
@@ -70,6 +78,14 @@ class Settings(BaseSettings):
     def _known_severity(cls, value: str) -> str:
         if value not in ("serious", "potentially_serious", "not_serious"):
             raise ValueError("must be serious, potentially_serious or not_serious")
+        return value
+
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError("must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
         return value
 
     @field_validator("kafka_bootstrap")
@@ -106,7 +122,49 @@ class Settings(BaseSettings):
         return SeverityPolicy(self.serious_ratio, self.potentially_serious_ratio)
 
 
+    def ssl_context(self):
+        """TLS context for Kafka (None for PLAINTEXT / SASL_PLAINTEXT)."""
+        if "SSL" not in self.kafka_security_protocol:
+            return None
+        import ssl
+
+        return ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+
+    def kafka_client_options(self) -> dict:
+        """Security options for aiokafka and kafka-python clients (same names in both)."""
+        options: dict = {"security_protocol": self.kafka_security_protocol}
+        if (context := self.ssl_context()) is not None:
+            options["ssl_context"] = context
+        if self.kafka_security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
+            )
+        return options
+
+    def faust_credentials(self):
+        """Faust's broker_credentials for the configured security protocol (None for PLAINTEXT)."""
+        import faust
+
+        protocol = self.kafka_security_protocol
+        if protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        if protocol.startswith("SASL"):
+            return faust.SASLCredentials(
+                username=self.kafka_sasl_username, password=self.kafka_sasl_password.get_secret_value(),
+                mechanism=self.kafka_sasl_mechanism, ssl_context=self.ssl_context(),
+            )  # fmt: skip
+        return None
+
+
 def load_settings(**overrides) -> Settings:
+    """Settings from RISKWATCH_* variables, .env, and secret files: a file named like the variable
+    (e.g. /run/secrets/riskwatch_clickhouse_password) in RISKWATCH_SECRETS_DIR, as Docker and
+    Kubernetes mount them. Environment variables win over secret files."""
+    secrets_dir = os.environ.get("RISKWATCH_SECRETS_DIR")
+    if secrets_dir:
+        return Settings(_secrets_dir=secrets_dir, **overrides)
     return Settings(**overrides)
 
 

@@ -28,3 +28,33 @@ def test_a_bad_value_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RISKWATCH_TOPIC_PARTITIONS", "zero")
     with pytest.raises(ValidationError, match="topic_partitions"):
         Settings()
+
+
+def test_secrets_come_from_files_and_the_environment_wins(monkeypatch, tmp_path):
+    from streams.settings import load_settings
+
+    (tmp_path / "riskwatch_clickhouse_password").write_text("from-file")
+    (tmp_path / "riskwatch_kafka_sasl_password").write_text("kafka-from-file")
+    monkeypatch.setenv("RISKWATCH_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("RISKWATCH_KAFKA_SASL_PASSWORD", "from-env")
+    settings = load_settings()
+    assert settings.clickhouse_password.get_secret_value() == "from-file"
+    assert settings.kafka_sasl_password.get_secret_value() == "from-env"
+
+
+def test_kafka_security_settings_reach_every_client():
+    import ssl
+
+    import faust
+
+    plain = Settings()
+    assert plain.kafka_client_options() == {"security_protocol": "PLAINTEXT"} and plain.faust_credentials() is None
+    sasl = Settings(kafka_security_protocol="sasl_ssl", kafka_sasl_username="lab", kafka_sasl_password="pw", kafka_sasl_mechanism="SCRAM-SHA-256")
+    options = sasl.kafka_client_options()
+    assert options["security_protocol"] == "SASL_SSL" and isinstance(options["ssl_context"], ssl.SSLContext)
+    assert (options["sasl_mechanism"], options["sasl_plain_username"], options["sasl_plain_password"]) == ("SCRAM-SHA-256", "lab", "pw")
+    credentials = sasl.faust_credentials()
+    assert isinstance(credentials, faust.SASLCredentials) and credentials.username == "lab"
+    assert isinstance(Settings(kafka_security_protocol="SSL").faust_credentials(), faust.SSLCredentials)
+    with pytest.raises(ValidationError, match="kafka_security_protocol"):
+        Settings(kafka_security_protocol="TLS")
