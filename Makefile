@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[embedded,dev]'
 	touch $@
 
-.PHONY: install system-deps demo test
+.PHONY: install system-deps demo test bench
 install: $(VENV)/.installed
 
 system-deps:
@@ -24,3 +24,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/riskwatch bench pipeline
+	$(VENV)/bin/riskwatch bench detect

@@ -373,6 +373,26 @@ def bench_detect(seed: int, per_kind: int, clean_reports: int, as_json: bool) ->
         print_report(report, config, console)
 
 
+@bench.command("pipeline")
+@click.option("--reports", type=int, default=20_000, show_default=True, help="Report messages in the throughput runs")
+@click.option("--partitions", type=int, default=8, show_default=True)
+@click.option("--rate", type=float, default=200.0, show_default=True, help="Offered reports/s for the latency run")
+def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
+    """Throughput of bare aiokafka, a no-op Faust agent and the full worker; latency at a fixed rate."""
+    from streams.bench_pipeline import run
+
+    figures = asyncio.run(run(reports, partitions, rate, progress=lambda text: console.print(f"[dim]{text}[/]")))
+    table = Table("run", "reports", "results", "seconds", "reports/s", "results/s", "notes", title=f"pipeline on local tansu, {partitions} partitions",
+                  title_justify="left")  # fmt: skip
+    for f in figures:
+        notes = ", ".join(f"{k} {v:.3g}" for k, v in f.extra.items())
+        rates = ("–", "–") if not f.seconds else (f"{f.messages_per_second:,.0f}", f"{f.results_per_second:,.0f}")
+        table.add_row(f.name, f"{f.messages:,}", f"{f.results:,}", f"{f.seconds:.2f}" if f.seconds else "–", *rates, notes)
+    console.print(table)
+    bare, full = figures[0], figures[2]
+    console.print(f"full worker / bare consumer: {full.messages_per_second / bare.messages_per_second:.3f} (target ≥ 0.5)")
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -1,0 +1,241 @@
+"""``riskwatch bench pipeline``: throughput and latency of the pipeline against its transport.
+
+All on one local tansu broker, on the same pre-generated reports, in one run:
+
+(a) a bare aiokafka consumer (``getmany`` + orjson, loop over items, per-(category, item)
+    counts): the ceiling the transport allows;
+(b) a Faust agent doing nothing per message: Faust's own per-message cost;
+(c) the full worker (ingest, every detector, ClickHouse) until the last result is stored;
+(d) publication → ClickHouse latency of the full worker at a fixed offered rate, from its
+    histogram, and the worker's peak RSS.
+
+Figures, not assertions: the machine is shared, so (c) is judged against (a) measured here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.broker import LocalBroker, free_port
+from streams.simulation import Simulator
+from streams.worker_process import WorkerProcess
+
+
+@dataclass(slots=True)
+class Figures:
+    name: str
+    messages: int
+    results: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    @property
+    def results_per_second(self) -> float:
+        return self.results / self.seconds if self.seconds else 0.0
+
+
+def make_reports(count: int, seed: int = 11, days_ago: int = 60) -> tuple[list[tuple[bytes, bytes]], int]:
+    """(key, value) messages and the number of test items they carry."""
+    sim = Simulator(seed=seed, start=datetime.now(UTC) - timedelta(days=days_ago), incidents=())
+    messages, items = [], 0
+    for _ in range(count):
+        report = sim.next_report()
+        items += len(report["items"])
+        messages.append((report["category"].encode(), orjson.dumps(report)))
+    return messages, items
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> float:
+    """Send all messages (at most `rate` per second if given); returns the seconds it took."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=262_144)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for n, (key, value) in enumerate(messages, start=1):
+            pending.append(await producer.send(topic, value=value, key=key))
+            if rate is not None and n % 50 == 0:
+                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def bare_consumer(bootstrap: str, topic: str, expected: int) -> Figures:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"bench-bare-{time.time_ns()}",
+                                max_partition_fetch_bytes=4_194_304, fetch_max_bytes=16_777_216)  # fmt: skip
+    await consumer.start()
+    counts: Counter = Counter()
+    seen = items = 0
+    started = None
+    try:
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batches:
+                started = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    report = orjson.loads(record.value)
+                    for item in report["items"]:
+                        counts[(report["category"], item["test_item"])] += 1
+                        items += 1
+                    seen += 1
+        return Figures("a. bare aiokafka + orjson", seen, items, time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+
+
+def faust_noop(bootstrap: str, topic: str, expected: int, workdir: Path) -> Figures:
+    """A Faust agent that does nothing per message, in its own process (Faust owns its loop)."""
+    script = workdir / "noop_app.py"
+    script.write_text(_NOOP_APP)
+    run = subprocess.run([sys.executable, str(script), bootstrap, topic, str(expected)], capture_output=True, text=True, timeout=1800,
+                         cwd=workdir)  # fmt: skip
+    found = re.search(r"NOOP (\d+) ([\d.]+)", run.stdout + run.stderr)  # Faust may route print() to its log
+    if found is None:
+        raise RuntimeError(f"the Faust no-op run failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    count, seconds = found.groups()
+    return Figures("b. Faust agent, no work", int(count), 0, float(seconds))
+
+
+_NOOP_APP = '''
+import os, sys, time, faust
+bootstrap, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = faust.App(f"bench-noop-{time.time_ns()}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                broker_session_timeout=10, consumer_auto_offset_reset="earliest", autodiscover=False)
+source = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+state = {"n": 0, "t0": None}
+
+@app.agent(source)
+async def noop(stream):
+    async for _value in stream:
+        if state["t0"] is None:
+            state["t0"] = time.perf_counter()
+        state["n"] += 1
+        if state["n"] >= expected:
+            print(f"NOOP {state['n']} {time.perf_counter() - state['t0']:.3f}", flush=True)
+            os._exit(0)  # measured; stopping Faust from inside its own agent would hang
+
+if __name__ == "__main__":
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+'''
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def full_worker(bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float) -> tuple[Figures, Figures]:
+    """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
+    port = free_port()
+    env = {
+        "RISKWATCH_KAFKA_BOOTSTRAP": bootstrap, "RISKWATCH_REPORTS_TOPIC": topic, "RISKWATCH_RESULTS_TOPIC": f"{topic}.results",
+        "RISKWATCH_DEAD_LETTER_TOPIC": f"{topic}.dlq", "RISKWATCH_ALERTS_TOPIC": f"{topic}.alerts", "RISKWATCH_WEB_PORT": str(port),
+        "RISKWATCH_DATA_DIR": str(workdir / "worker"), "RISKWATCH_CONSUMER_GROUP": f"bench-worker-{time.time_ns()}",
+        "RISKWATCH_LOG_LEVEL": "warning",
+    }  # fmt: skip
+    worker = WorkerProcess(env, workdir / "worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready(timeout=120)
+        started = time.perf_counter()
+        while _processed(await asyncio.to_thread(worker.metrics)) < items:
+            await asyncio.sleep(0.2)
+        throughput = Figures("c. full worker (ingest, 9 detectors, ClickHouse)", len(messages), items, time.perf_counter() - started)
+        throughput.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+        # (d) fixed offered rate: fresh reports, then the worker's own latency histogram (this run's part)
+        before = await asyncio.to_thread(worker.metrics)
+        buckets_before = await asyncio.to_thread(_latency_buckets, worker.metrics_url)
+        fresh, fresh_items = make_reports(max(200, int(rate * 10)), seed=99, days_ago=20)
+        await produce(bootstrap, topic, fresh, rate=rate)
+        target = _processed(before) + fresh_items
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and _processed(await asyncio.to_thread(worker.metrics)) < target:
+            await asyncio.sleep(0.5)
+        latency = Figures(f"d. full worker at {rate:g} reports/s", len(fresh), fresh_items, 0.0)
+        latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
+        latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+        return throughput, latency
+    finally:
+        worker.stop()
+
+
+def _processed(metrics: dict[str, float]) -> float:
+    """Results the worker has finished with: stored, or recognised as already stored."""
+    return metrics.get("riskwatch_results_stored_total", 0) + metrics.get("riskwatch_results_duplicate_total", 0)
+
+
+def _latency_buckets(url: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound, count) buckets of riskwatch_processing_latency_seconds."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
+    for family in text_string_to_metric_families(text):
+        if family.name == "riskwatch_processing_latency_seconds":
+            return [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+    return []
+
+
+def _quantiles(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> dict:
+    """p50 / p99 (as bucket upper bounds) of the observations between two scrapes."""
+    earlier = dict(before)
+    buckets = [(le, count - earlier.get(le, 0.0)) for le, count in after]
+    total = buckets[-1][1] if buckets else 0
+    return {f"p{int(q * 100)}_seconds_at_most": next((le for le, n in buckets if total and n >= q * total), float("nan")) for q in (0.5, 0.99)}
+
+
+async def run(reports: int, partitions: int, rate: float, progress=print) -> list[Figures]:
+    workdir = Path(tempfile.mkdtemp(prefix="riskwatch-bench-"))
+    broker = LocalBroker("127.0.0.1", free_port(), log_file=workdir / "broker.log")
+    await broker.start()
+    try:
+        progress(f"generating {reports:,} reports")
+        messages, items = make_reports(reports)
+        topic = "bench.reports"
+        await create_topic(broker.bootstrap, topic, partitions)
+        progress(f"publishing them to {partitions} partitions")
+        seconds = await produce(broker.bootstrap, topic, messages)
+        progress(f"published in {seconds:.1f} s; (a) bare aiokafka")
+        bare = await bare_consumer(broker.bootstrap, topic, len(messages))
+        progress("(b) Faust no-op agent")
+        noop = await asyncio.to_thread(faust_noop, broker.bootstrap, topic, len(messages), workdir)
+        progress("(c) full worker, then (d) latency at a fixed rate")
+        full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate)
+        return [bare, noop, full, latency]
+    finally:
+        broker.stop()
+
