@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from schemas.catalogue import category_name, city_name, test_item_name
-from schemas.results import Alert, LabResult
+from schemas.results import Alert, LabResult, alert_id_for
 
 
 class Detector(ABC):
@@ -103,8 +103,6 @@ def firing(
     manufacturer=None,
 ) -> Alert:
     """An alert for one firing; its id is the one a fresh merged alert gets (see merge.py)."""
-    from schemas.results import alert_id_for
-
     ids = [r.result_id for r in evidence]
     times = [r.sampled_at for r in evidence]
     return Alert(

@@ -65,7 +65,10 @@ class DetectorSuite:
         firings: list[Alert] = []
         for detector in self.detectors:
             firings.extend(detector.process_many(results, now))
-        return self.merger.merge_all(firings)
+        merged = self.merger.merge_all(firings)
+        if results:  # alerts past every merge window can no longer merge: keep memory bounded
+            self.merger.expire(max(r.sampled_at for r in results))
+        return merged
 
     def warm(self, results: Iterable[LabResult], now: datetime) -> None:
         """Learn from history without alerting (state rebuild after a restart or rebalance)."""

@@ -75,12 +75,7 @@ class Ingestor:
         for message in messages:
             metrics.REPORTS_RECEIVED.inc()
             try:
-                before = {c: len(r) for c, r in by_category.items()}
-                self._ingest_one(message, now, by_category, output)
-                if message.timestamp is not None:
-                    for category, results in by_category.items():
-                        if len(results) > before.get(category, 0):
-                            published[category] = min(published.get(category, message.timestamp), message.timestamp)
+                self._ingest_one(message, now, by_category, published, output)
             except Exception as error:  # noqa: BLE001 - no input may stop the worker
                 log.exception("unexpected error validating %s[%d]@%d", message.topic, message.partition, message.offset)
                 self._reject(output, message, "internal", f"internal error while validating: {error!r}")
@@ -90,7 +85,14 @@ class Ingestor:
                 output.results.append((category.encode(), envelope))
         return output
 
-    def _ingest_one(self, message: SourceMessage, now: datetime, by_category: dict[str, list[LabResult]], output: IngestOutput) -> None:
+    def _ingest_one(
+        self,
+        message: SourceMessage,
+        now: datetime,
+        by_category: dict[str, list[LabResult]],
+        published: dict[str, float],
+        output: IngestOutput,
+    ) -> None:
         payload = message.value
         if not payload:
             self._reject(output, message, "empty", "empty message: a lab report was expected")
@@ -105,6 +107,8 @@ class Ingestor:
             self._reject(output, message, rejection.code, rejection.reason, rejection.item_index, rejection.item)
         for result in outcome.results:
             by_category[result.category].append(result)
+            if message.timestamp is not None:  # the oldest publication behind each envelope, for latency
+                published[result.category] = min(published.get(result.category, message.timestamp), message.timestamp)
         output.valid_results += len(outcome.results)
 
     @staticmethod

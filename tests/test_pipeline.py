@@ -64,3 +64,11 @@ def test_process_stores_each_result_once_and_alerts_once(store, report):
     assert (len(again.stored), again.duplicates, again.alerts) == (0, 4, [])
     assert store.client.query("SELECT count() FROM results").result_rows[0][0] == 4
     assert store.client.query("SELECT count() FROM alerts").result_rows[0][0] == 1
+
+
+def test_each_envelope_carries_the_oldest_publication_time_of_its_reports(report):
+    wheat = {**report, "sample_id": "W-1", "category": "food/grain_products/wheat_flour"}
+    messages = [SourceMessage("reports", 0, 1, b"k", orjson.dumps(report), 200.0), SourceMessage("reports", 0, 2, b"k", orjson.dumps(wheat), 150.0),
+                SourceMessage("reports", 0, 3, b"k", orjson.dumps({**report, "sample_id": "R-2"}), 100.0)]  # fmt: skip
+    output = ingest(*messages)
+    assert [decode_results(value)[1] for _, value in output.results] == [100.0, 150.0]
