@@ -208,16 +208,24 @@ def create_app(settings: Settings) -> faust.App:
 
 async def _retrying(what: str, settings: Settings, step: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Retry a ClickHouse step with backoff until it succeeds. The batch stays unacknowledged
-    meanwhile, so an outage delays results but loses none."""
+    meanwhile, so an outage delays results but loses none; the outage shows in the metrics."""
     pause = 0.5
+    failing_since: float | None = None
     while True:
         try:
-            return await step(*args)
+            result = await step(*args)
         except Exception as error:  # noqa: BLE001 - any ClickHouse failure is retried
+            failing_since = failing_since or time.monotonic()
             metrics.SINK_ERRORS.inc()
+            metrics.SINK_OUTAGE_SECONDS.set(time.monotonic() - failing_since)
             log.warning("could not %s (%s); retrying in %.1f s", what, error, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, settings.sink_retry_max_seconds)
+            continue
+        if failing_since is not None:
+            log.warning("ClickHouse is back: %s after %.0f s of failures", what, time.monotonic() - failing_since)
+            metrics.SINK_OUTAGE_SECONDS.set(0)
+        return result
 
 
 def _source(event: faust.EventT) -> SourceMessage:

@@ -459,6 +459,27 @@ def show_settings(markdown: bool) -> None:
     console.print(table)
 
 
+@main.command("store-server")
+@click.option("--listen", default=None, help="host:port (default: RISKWATCH_STORE_SERVER_LISTEN)")
+@click.option("--data-dir", default=None, help="Data directory whose embedded store to serve")
+def store_server(listen: str | None, data_dir: str | None) -> None:
+    """Serve the embedded store over ClickHouse's HTTP interface, so several local processes share it.
+
+    Point workers, `riskwatch sql` and `riskwatch alerts` at it with RISKWATCH_CLICKHOUSE_URL=http://HOST:PORT.
+    """
+    from urllib.parse import urlparse
+
+    from streams.store_server import serve
+
+    settings = _settings(data_dir)
+    if not settings.embedded_clickhouse:
+        raise click.UsageError("RISKWATCH_CLICKHOUSE_URL names a server already; the store server serves the embedded store")
+    address = urlparse(f"http://{listen or settings.store_server_listen}")
+    folder = Path(settings.effective_clickhouse_url.removeprefix("chdb://"))
+    console.print(f"[green]store server[/] for [bold]{folder}[/] on http://{address.hostname}:{address.port} (Ctrl-C stops it)")
+    serve(folder, address.hostname or "127.0.0.1", address.port or 8123)
+
+
 @main.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)

@@ -17,6 +17,7 @@ DEAD_LETTERS = Counter("riskwatch_dead_letters", "Messages sent to the dead-lett
 STATE_REBUILT = Counter("riskwatch_state_rebuilt_results", "Stored results replayed into detector state after start or rebalance")
 ASSIGNED_PARTITIONS = Gauge("riskwatch_assigned_partitions", "Topic partitions currently assigned to this worker")
 SINK_ERRORS = Counter("riskwatch_sink_errors", "Failed ClickHouse writes (each is retried)")
+SINK_OUTAGE_SECONDS = Gauge("riskwatch_sink_outage_seconds", "How long ClickHouse has been failing without a success (0: healthy)")
 SINK_BATCH_ROWS = Histogram(
     "riskwatch_sink_batch_rows", "Rows per ClickHouse insert batch", buckets=(1, 10, 100, 1_000, 10_000, 100_000)
 )

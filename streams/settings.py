@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = Field(SecretStr(""), description="ClickHouse password (server only)")
     clickhouse_ca_file: str = Field("", description="CA bundle for an https ClickHouse server (default: the system's)")
     clickhouse_verify: bool = Field(True, description="Verify an https ClickHouse server's certificate")
+    store_server_listen: str = Field(
+        "127.0.0.1:18123", description="host:port of `riskwatch store-server` (the embedded store over ClickHouse HTTP)"
+    )
 
     # Worker
     data_dir: Path = Field(Path(".riskwatch"), description="Local state: embedded ClickHouse, broker logs")

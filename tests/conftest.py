@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -23,13 +24,32 @@ def report() -> dict:
     return copy.deepcopy(example_report())
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    """A Store on a fresh chDB directory, closed afterwards (chDB allows one directory per process)."""
+@pytest.fixture(scope="session")
+def store_server(tmp_path_factory):
+    """One ``riskwatch store-server`` process for the session: the embedded store over ClickHouse HTTP."""
+    from streams.broker import free_port
+    from streams.store_server import StoreServerProcess
+
+    folder = tmp_path_factory.mktemp("store-server")
+    server = StoreServerProcess(folder / "data", "127.0.0.1", free_port(), folder / "store-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["chdb", "http"])
+def store(request, tmp_path: Path):
+    """A Store on a fresh database: chDB in-process (a fresh directory; chDB allows one per
+    process), and the same over HTTP through the store server, as workers reach a server."""
     from streams.clickhouse import Store, connect, ensure_schema
     from streams.settings import Settings
 
-    client = connect(Settings(clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}"))
+    if request.param == "chdb":
+        settings = Settings(clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}")
+    else:
+        server = request.getfixturevalue("store_server")
+        settings = Settings(clickhouse_url=server.url, clickhouse_database=f"test_{uuid.uuid4().hex}")
+    client = connect(settings)
     ensure_schema(client)
     yield Store(client)
     client.close()

@@ -1,0 +1,204 @@
+"""Reliability on real parts: workers killed mid-stream, and a ClickHouse outage.
+
+Two workers share one consumer group on the tansu broker and one store (``riskwatch
+store-server``: the chDB directory behind ClickHouse's HTTP interface, as a server would be).
+One of them is killed with SIGKILL several times while reports stream in, and restarted. Then a
+worker runs through a minute without ClickHouse. Every result must land exactly once, no alert
+may go missing or be split in two, and no offset may be committed for data not yet stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from detectors.suite import MERGE_WINDOWS
+from schemas.results import result_id_for
+from streams.broker import LocalBroker, free_port
+from streams.clickhouse import connect
+from streams.settings import Settings
+from streams.simulation import Simulator
+from streams.store_server import StoreServerProcess
+from streams.worker_process import WorkerProcess
+from tests.test_end_to_end import read_topic, send_all, topics, worker_env
+
+pytestmark = pytest.mark.timeout(600)
+
+OUTAGE_SECONDS = float(os.environ.get("RISKWATCH_TEST_OUTAGE_SECONDS", "60"))
+
+
+def simulated(count: int, seed: int) -> tuple[list[tuple[bytes, bytes]], set[str], set[str]]:
+    """Report messages, the result ids they must produce, and which of those fail their limit."""
+    sim = Simulator(seed=seed, start=datetime.now(UTC) - timedelta(days=25), reports_per_day=120)
+    reports = [sim.next_report() for _ in range(count)]
+    ids = {result_id_for(r["lab"]["id"], r["sample_id"], item["test_item"]) for r in reports for item in r["items"]}
+    failing = {
+        result_id_for(r["lab"]["id"], r["sample_id"], item["test_item"])
+        for r in reports
+        for item in r["items"]
+        if item["verdict"] == "fail"
+    }
+    return [(r["category"].encode(), orjson.dumps(r)) for r in reports], ids, failing
+
+
+def store_env(broker: LocalBroker, tmp_path: Path, group: str, server: StoreServerProcess, name: str) -> dict[str, str]:
+    return {**worker_env(broker, tmp_path / name, group), "RISKWATCH_CLICKHOUSE_URL": server.url}
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    client = connect(Settings(clickhouse_url=url))
+    try:
+        return client.query(sql).result_rows
+    finally:
+        client.close()
+
+
+async def wait_stored(url: str, expected: int, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = (await asyncio.to_thread(query, url, "SELECT uniqExact(result_id) FROM results"))[0][0]
+        if stored >= expected:
+            return
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"{stored} of {expected} results stored after {timeout:.0f} s")
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets on a topic, read without joining the group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def own_store_server(tmp_path):
+    """A store server of this test's own: the outage test kills it."""
+    server = StoreServerProcess(tmp_path / "store", "127.0.0.1", free_port(), tmp_path / "store-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_two_workers_store_everything_exactly_once_when_one_is_killed_mid_stream(broker, store_server, tmp_path):
+    group, kills = "sigkill", 3
+    messages, result_ids, failing = simulated(1200, seed=11)
+    named = topics(group)
+    victim_env = store_env(broker, tmp_path, group, store_server, "victim")
+    steady = WorkerProcess(store_env(broker, tmp_path, group, store_server, "steady"), tmp_path / "steady.log")
+
+    killed_busy: list[int] = []
+
+    async def scenario() -> dict[str, float]:
+        steady.start()
+        victim = WorkerProcess(victim_env, tmp_path / "victim-0.log")
+        victim.start()
+        try:
+            await asyncio.gather(steady.wait_ready(), victim.wait_ready())
+
+            async def publish() -> None:
+                chunk = len(messages) // 40
+                for start in range(0, len(messages), chunk):
+                    await send_all(broker.bootstrap, named.reports_topic, messages[start : start + chunk])
+                    await asyncio.sleep(0.75)
+
+            async def kill_and_restart() -> None:
+                nonlocal victim
+                for round_ in range(1, kills + 1):
+                    while (await asyncio.to_thread(victim.metrics)).get("riskwatch_result_batches_processed_total", 0) < 3:
+                        await asyncio.sleep(0.2)  # kill it once it is busy storing results
+                    victim.kill()  # SIGKILL: no shutdown, no commit, mid-batch
+                    killed_busy.append(round_)
+                    victim = WorkerProcess(victim_env, tmp_path / f"victim-{round_}.log")
+                    victim.start()
+                    await victim.wait_ready()
+
+            await asyncio.gather(publish(), kill_and_restart())
+            await wait_stored(store_server.url, len(result_ids))
+            await asyncio.sleep(5.0)  # anything still in flight would show up as an extra row now
+            return await asyncio.to_thread(victim.metrics)
+        finally:
+            victim.stop()
+            steady.stop()
+
+    last_victim = asyncio.run(scenario())
+    assert len(killed_busy) == kills
+    url = store_server.url
+    stored = {str(row[0]) for row in query(url, "SELECT result_id FROM results FINAL")}
+    assert stored == result_ids, f"missing {len(result_ids - stored)}, unexpected {len(stored - result_ids)}"
+    ((rows, unique),) = query(url, "SELECT count(), uniqExact(result_id) FROM results")
+    assert unique == len(result_ids)
+    print(f"\n{len(result_ids)} results; {rows - unique} duplicate rows inserted by replays (collapsed by ReplacingMergeTree)")
+
+    limit_alerts = query(url, "SELECT evidence FROM alerts FINAL WHERE detector = 'limit_exceedance'")
+    assert sorted(str(e[0]) for (e,) in limit_alerts) == sorted(failing), "one limit alert per failing result, none twice"
+
+    alerts = query(url, "SELECT alert_id, detector, signal, first_seen, last_seen FROM alerts FINAL ORDER BY first_seen")
+    published = asyncio.run(read_topic(broker.bootstrap, named.alerts_topic, expected=len(alerts), linger=2.0))
+    assert {str(a[0]) for a in alerts} == {r.key.decode() for r in published}, "every alert sent is stored, and only those"
+    last_seen: dict[tuple[str, str], datetime] = {}
+    for _, detector, signal, first_seen, seen_until in alerts:
+        window = MERGE_WINDOWS.get(detector, timedelta(0))
+        previous = last_seen.get((detector, signal))
+        if window and previous is not None:
+            assert first_seen - previous > window, f"{detector} {signal}: a second alert inside the merge window (state lost?)"
+        last_seen[(detector, signal)] = max(seen_until, previous or seen_until)
+    detectors = sorted({detector for _, detector, *_ in alerts})
+    assert set(detectors) - {"limit_exceedance"}, "the scenario should raise more than limit alerts"
+    print(f"{len(alerts)} alerts from {', '.join(detectors)}; none lost, none split")
+    assert last_victim["riskwatch_state_rebuilt_results_total"] > 0, "the restarted worker rebuilt its detector state"
+
+
+def test_a_minute_without_clickhouse_delays_results_but_loses_none(broker, own_store_server, tmp_path):
+    store_server = own_store_server
+    group = "outage"
+    messages, result_ids, _ = simulated(600, seed=12)
+    before, during = messages[:300], messages[300:]
+    named = topics(group)
+    env = {**store_env(broker, tmp_path, group, store_server, "worker"), "RISKWATCH_SINK_RETRY_MAX_SECONDS": "5"}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+
+    async def scenario() -> tuple[dict, dict, dict, dict, float]:
+        worker.start()
+        try:
+            await worker.wait_ready()
+            await send_all(broker.bootstrap, named.reports_topic, before)
+            await worker.wait_drained(len(before))
+            offsets_before = await committed(broker.bootstrap, group, named.results_topic, 4)
+
+            store_server.kill()  # the store disappears mid-stream, without a goodbye
+            outage_started = time.monotonic()
+            await send_all(broker.bootstrap, named.reports_topic, during)
+            await asyncio.sleep(OUTAGE_SECONDS)
+            during_outage = await asyncio.to_thread(worker.metrics)
+            offsets_during = await committed(broker.bootstrap, group, named.results_topic, 4)
+
+            store_server.start()
+            outage = time.monotonic() - outage_started
+            after = await worker.wait_drained(len(messages), timeout=180)
+            return offsets_before, offsets_during, during_outage, after, outage
+        finally:
+            assert worker.stop() == 0
+
+    offsets_before, offsets_during, during_outage, after, outage = asyncio.run(scenario())
+    assert offsets_during == offsets_before, "no offset is committed for results ClickHouse has not stored"
+    assert during_outage["riskwatch_sink_errors_total"] >= 3, "the worker kept retrying"
+    assert during_outage["riskwatch_sink_outage_seconds"] > 0.5 * OUTAGE_SECONDS, "the outage shows in the metrics"
+    assert after["riskwatch_sink_outage_seconds"] == 0
+    assert after["riskwatch_results_stored_total"] == len(result_ids)
+    stored = {str(row[0]) for row in query(store_server.url, "SELECT result_id FROM results FINAL")}
+    assert stored == result_ids
+    assert query(store_server.url, "SELECT count() FROM results")[0][0] == len(result_ids), "caught up without duplicates"
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "could not" in log and "ClickHouse is back" in log
+    print(f"\nClickHouse down {outage:.0f} s; {len(during)} reports waited in Kafka; all {len(result_ids)} results stored once")
