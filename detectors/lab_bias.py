@@ -22,6 +22,7 @@ from collections import deque
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
+from detectors.univariate import fstdev
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -34,7 +35,7 @@ def algorithm_a(values: list[float], tolerance: float = 1e-6, max_rounds: int = 
         delta = 1.5 * s
         clipped = [min(max(v, x - delta), x + delta) for v in values]
         new_x = statistics.fmean(clipped)
-        new_s = 1.134 * statistics.stdev(clipped) if len(clipped) > 1 else 0.0
+        new_s = 1.134 * fstdev(clipped) if len(clipped) > 1 else 0.0
         if abs(new_x - x) < tolerance and abs(new_s - s) < tolerance:
             return new_x, new_s
         x, s = new_x, new_s
@@ -97,7 +98,9 @@ class LabBias(Detector):
     def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
         self.learn_one(result)
         key = (result.category, result.test_item)
-        return self._evaluate(key, now) if self.pending.get(key, 0) >= self.evaluate_every else []  # judged per segment in flush, once enough new results have come in
+        return (
+            self._evaluate(key, now) if self.pending.get(key, 0) >= self.evaluate_every else []
+        )  # judged per segment in flush, once enough new results have come in
 
     def z_scores(self, category: str, test_item: str) -> dict[str, float]:
         """ISO 13528 z-score of every lab with enough results on this category × item."""
@@ -111,10 +114,8 @@ class LabBias(Detector):
             return {}
         means = {lab: statistics.fmean(levels) for lab, levels in labs.items()}
         x_star, s_star = algorithm_a(list(means.values()))
-        within = statistics.median(statistics.stdev(levels) for levels in labs.values())
-        return {
-            lab: ((means[lab] - x_star) / max(s_star, within / math.sqrt(len(labs[lab])), 1e-9), means[lab] - x_star) for lab in labs
-        }
+        within = statistics.median(fstdev(levels) for levels in labs.values())
+        return {lab: ((means[lab] - x_star) / max(s_star, within / math.sqrt(len(labs[lab])), 1e-9), means[lab] - x_star) for lab in labs}
 
     def flush(self, now: datetime) -> list[Alert]:
         """Evaluate every segment with enough new results (the live path does this per result)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -23,6 +24,42 @@ _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard de
 def z_to_score(z: float) -> float:
     """Map a z-score to [0, 1]: the probability mass of a normal closer to the centre than |z|."""
     return math.erf(abs(z) / math.sqrt(2.0))
+
+
+def fstdev(values: Sequence[float]) -> float:
+    """Sample standard deviation in floating point (statistics.stdev is exact, with fractions, and slow)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = math.fsum(values) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def median_absolute_deviation(ordered: Sequence[float], centre: float) -> float:
+    """Median of |v − centre| over values already sorted, in O(log n).
+
+    The deviations below the centre (read backwards) and above it (read forwards) are two
+    sorted runs; the median of their union is found by bisection on how many come from each.
+    """
+    n = len(ordered)
+    split = bisect.bisect_left(ordered, centre)
+    below, above = split, n - split
+
+    def nth(k: int) -> float:  # k-th smallest deviation, 0-based
+        low, high = max(0, k + 1 - above), min(k + 1, below)
+        while low < high:  # take i from below and k + 1 − i from above
+            i = (low + high) // 2
+            if centre - ordered[split - 1 - i] < ordered[split + k - i] - centre:
+                low = i + 1
+            else:
+                high = i
+        i = low
+        from_below = centre - ordered[split - i] if i > 0 else -math.inf
+        from_above = ordered[split + k - i] - centre if k - i >= 0 else -math.inf
+        return max(from_below, from_above)
+
+    mid = n // 2
+    return nth(mid) if n % 2 else (nth(mid - 1) + nth(mid)) / 2
 
 
 class RobustBaseline:
@@ -59,11 +96,7 @@ class RobustBaseline:
         """Robust standard deviation: 1.4826 × MAD, floored at min_scale."""
         if not self._sorted:
             return math.nan
-        med = self.median
-        deviations = sorted(abs(v - med) for v in self._sorted)
-        n, mid = len(deviations), len(deviations) // 2
-        mad = deviations[mid] if n % 2 else (deviations[mid - 1] + deviations[mid]) / 2
-        return max(_MAD_TO_SIGMA * mad, self.min_scale)
+        return max(_MAD_TO_SIGMA * median_absolute_deviation(self._sorted, self.median), self.min_scale)
 
     def z(self, x: float) -> float:
         return (x - self.median) / self.scale

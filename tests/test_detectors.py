@@ -263,3 +263,17 @@ def test_suite_warm_builds_state_silently_then_process_alerts():
     assert [a.detector for a in alerts] == ["value_anomaly"]
     fresh = DetectorSuite([ValueAnomaly()])
     assert fresh.process([result(41, 0.15)], T0) == []  # no history, no judgement
+
+
+def test_the_fast_median_absolute_deviation_matches_the_definition():
+    import random
+    import statistics
+
+    from detectors.univariate import fstdev, median_absolute_deviation
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        values = sorted(rng.choice([rng.gauss(0, 1), float(rng.randint(0, 3))]) for _ in range(rng.randint(1, 25)))
+        centre = statistics.median(values) if rng.random() < 0.7 else rng.uniform(-2, 4)
+        assert median_absolute_deviation(values, centre) == pytest.approx(statistics.median(abs(v - centre) for v in values), abs=1e-12)
+        assert fstdev(values) == pytest.approx(statistics.stdev(values) if len(values) > 1 else 0.0, abs=1e-9)
