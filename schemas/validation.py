@@ -25,6 +25,7 @@ from schemas.results import LabResult, result_id_for
 from schemas.units import BASE_UNIT, IncompatibleUnitsError, Unit, UnknownUnitError, convert, parse_unit
 
 REPORT_SCHEMA_NAME = "riskwatch.lab_report.v1"
+BATCH_SCHEMA_NAME = "riskwatch.lab_report_batch.v1"
 
 
 def load_schema(name: str = "lab_report.v1.json") -> dict[str, Any]:
@@ -47,6 +48,7 @@ def _compile_validators() -> tuple[Any, Any]:
 
 
 _validate_header, _validate_item = _compile_validators()
+_validate_batch = fastjsonschema.compile(load_schema("lab_report_batch.v1.json"), use_default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class ValidationOutcome:
     results: list[LabResult] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     report: dict[str, Any] | None = None
+    batch_index: int | None = None  # the report's place in a batch message; None for a single report
+    original: Any = None  # the report as found in its batch (what a dead letter must show)
 
     @property
     def rejected_whole(self) -> bool:
@@ -204,16 +208,54 @@ def validate_report(
     source_offset: int = -1,
 ) -> ValidationOutcome:
     """Check one lab report message and normalise every valid item; never raises on bad input."""
-    outcome = ValidationOutcome()
+    parsed = _parse(payload)
+    if isinstance(parsed, Rejection):
+        return ValidationOutcome(rejections=[parsed])
+    return _validate_parsed(parsed, now or datetime.now(UTC), policy, source_partition, source_offset)
+
+
+def validate_message(
+    payload: bytes,
+    *,
+    now: datetime | None = None,
+    policy: ValidationPolicy = ValidationPolicy(),
+    source_partition: int = -1,
+    source_offset: int = -1,
+) -> list[ValidationOutcome]:
+    """One outcome per report: one for a single report, one per report of a batch message
+    (``riskwatch.lab_report_batch.v1``, each report judged alone); never raises on bad input."""
+    parsed = _parse(payload)
+    if isinstance(parsed, Rejection):
+        return [ValidationOutcome(rejections=[parsed])]
     now = now or datetime.now(UTC)
+    if parsed.get("schema") != BATCH_SCHEMA_NAME:
+        return [_validate_parsed(parsed, now, policy, source_partition, source_offset)]
+    try:
+        _validate_batch(parsed)
+    except fastjsonschema.JsonSchemaValueException as error:
+        return [ValidationOutcome(rejections=[Rejection("batch_schema", _schema_reason(error).replace("report ", "batch "))])]
+    outcomes = []
+    for index, report in enumerate(parsed["reports"]):
+        outcome = _validate_parsed(report, now, policy, source_partition, source_offset)
+        outcome.batch_index, outcome.original = index, report
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _parse(payload: bytes) -> dict[str, Any] | Rejection:
     try:
         report = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
-        outcome.rejections.append(Rejection("not_json", f"not valid UTF-8 JSON: {error}"))
-        return outcome
+        return Rejection("not_json", f"not valid UTF-8 JSON: {error}")
     if not isinstance(report, dict):
-        outcome.rejections.append(Rejection("not_object", f"expected a JSON object (one lab report), got {type(report).__name__}"))
-        return outcome
+        return Rejection("not_object", f"expected a JSON object (one lab report), got {type(report).__name__}")
+    return report
+
+
+def _validate_parsed(
+    report: dict[str, Any], now: datetime, policy: ValidationPolicy, source_partition: int, source_offset: int
+) -> ValidationOutcome:
+    outcome = ValidationOutcome()
     try:
         _validate_header(report)
         sampled, tested, published = _check_times(report, now, policy)

@@ -76,7 +76,9 @@ def broker(port: int | None) -> None:
 @click.option("--incidents/--no-incidents", default=True, show_default=True, help="Script the default incidents")
 @click.option("--bad-fraction", type=float, default=0.0, show_default=True, help="Share of malformed messages")
 @click.option("--duplicate-fraction", type=float, default=0.0, show_default=True, help="Share of republished reports")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write --count reports as JSON Lines here instead")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write --count reports as JSON Lines here instead"
+)
 def simulate(
     rate: float, count: int | None, duration: float | None, seed: int, incidents: bool, bad_fraction: float, duplicate_fraction: float,
     out: Path | None,
@@ -108,8 +110,15 @@ def simulate(
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         return await publish(
-            settings.kafka_bootstrap, settings.reports_topic, maker, rate=rate, count=count, duration=duration, stop=stop,
-            on_progress=progress, security=settings.kafka_client_options(),
+            settings.kafka_bootstrap,
+            settings.reports_topic,
+            maker,
+            rate=rate,
+            count=count,
+            duration=duration,
+            stop=stop,
+            on_progress=progress,
+            security=settings.kafka_client_options(),
         )
 
     stats = asyncio.run(run())
@@ -132,12 +141,27 @@ def demo(duration: float | None, rate: float, seed: int) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="The lab's column mapping (TOML)")
-@click.option("--watch", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Publish files dropped here")
+@click.option(
+    "--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="The lab's column mapping (TOML)"
+)
+@click.option(
+    "--watch", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Publish files dropped here"
+)
 @click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between looks at the --watch folder")
 @click.option("--dry-run", is_flag=True, help="Check the files against the contract; send nothing")
 @click.option("--rejected-csv", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write rejected lines and reasons here")
-def publish(files: tuple[Path, ...], mapping: Path | None, folder: Path | None, interval: float, dry_run: bool, rejected_csv: Path | None) -> None:
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Reports per Kafka message (1: one report each)"
+)
+def publish(
+    files: tuple[Path, ...],
+    mapping: Path | None,
+    folder: Path | None,
+    interval: float,
+    dry_run: bool,
+    rejected_csv: Path | None,
+    batch: int,
+) -> None:
     """Publish LIMS exports (CSV, XLSX, JSON Lines) to the reports topic, validated first."""
     from streams.lims import LimsMapping, MappingError
     from streams.publisher import make_producer, prepare, publish_file, watch
@@ -156,7 +180,7 @@ def publish(files: tuple[Path, ...], mapping: Path | None, folder: Path | None, 
             if producer is None:
                 raise click.UsageError("--watch and --dry-run do not go together")
             console.print(f"watching {folder} (every {interval:g} s; Ctrl-C stops)")
-            watch(folder, lab_mapping, producer, settings.reports_topic, interval, _print_summary, stop=lambda: False)
+            watch(folder, lab_mapping, producer, settings.reports_topic, interval, _print_summary, stop=lambda: False, batch=batch)
         for file in files:
             if producer is None:
                 summary = prepare(file, lab_mapping, settings.validation_policy).summary
@@ -164,7 +188,15 @@ def publish(files: tuple[Path, ...], mapping: Path | None, folder: Path | None, 
                 with _progress() as progress:
                     task = progress.add_task(f"publishing {file.name}", total=None)
                     advance = functools.partial(_advance, progress, task)
-                    summary = publish_file(file, lab_mapping, producer, settings.reports_topic, advance)
+                    summary = publish_file(
+                        file,
+                        lab_mapping,
+                        producer,
+                        settings.reports_topic,
+                        advance,
+                        batch=batch,
+                        max_message_bytes=settings.max_message_bytes,
+                    )
             _print_summary(summary, dry_run)
             summaries.append(summary)
     except KeyboardInterrupt:
@@ -194,6 +226,8 @@ def _print_summary(summary, dry_run: bool = False) -> None:
         return
     reports = summary.reports_ready if dry_run else summary.reports_sent
     sent = f"{'would send' if dry_run else 'sent'} {reports} reports ({summary.items_sent} test items)"
+    if not dry_run and summary.messages_sent != summary.reports_sent:
+        sent += f" in {summary.messages_sent} messages"
     console.print(f"{summary.file}: {summary.rows} rows → {sent}; {len(summary.rejected)} lines rejected", highlight=False)
     if summary.rejected:
         table = Table("line", "reason", title="rejected (not sent)", title_justify="left")
@@ -296,7 +330,9 @@ def alerts_show(alert_id: str, data_dir) -> None:
     console.print(f"{alert['explanation']}\n{alert['explanation_zh']}")
     console.print(f"fired {alert['count']}× between {alert['first_seen']:%Y-%m-%d %H:%M} and {alert['last_seen']:%Y-%m-%d %H:%M} UTC; "
                   f"cities {', '.join(alert['cities'])}; labs {', '.join(alert['labs'])}")  # fmt: skip
-    console.print(f"evidence ({len(alert['evidence'])} results): {', '.join(str(e) for e in alert['evidence'][:10])}{' …' if len(alert['evidence']) > 10 else ''}")
+    console.print(
+        f"evidence ({len(alert['evidence'])} results): {', '.join(str(e) for e in alert['evidence'][:10])}{' …' if len(alert['evidence']) > 10 else ''}"
+    )
     for changed_at, status, by, note in history:
         console.print(f"  {changed_at:%Y-%m-%d %H:%M} {status} by {by}{': ' + note if note else ''}")
 
@@ -396,15 +432,21 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+    )
 
 
 @main.command()
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day (default: first stored sample)")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day after the last (default: after the last stored sample)")
+@click.option(
+    "--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day after the last (default: after the last stored sample)"
+)
 @click.option("--city", "cities", multiple=True, help="Only these cities (repeat the option)")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="HTML file (default: bulletin-FROM-TO-LANG.html)")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="HTML file (default: bulletin-FROM-TO-LANG.html)"
+)
 @click.option("--pdf", is_flag=True, help="Also print a PDF beside it (needs Debian's chromium)")
 @_data_dir_option
 def bulletin(start, end, cities, lang, output, pdf, data_dir) -> None:

@@ -29,8 +29,10 @@ def dead_letter(
     original: bytes | None,
     item_index: int | None = None,
     item: Any = None,
+    batch_index: int | None = None,
 ) -> bytes:
-    """One JSON dead-letter message. For a rejected item, ``item`` holds just that item."""
+    """One JSON dead-letter message. For a rejected item, ``item`` holds just that item; for a
+    report of a batch message, ``original`` is that report alone and ``batch_index`` its place."""
     envelope: dict[str, Any] = {
         "schema": DEAD_LETTER_SCHEMA,
         "stage": stage,
@@ -39,6 +41,8 @@ def dead_letter(
         "source": {"topic": topic, "partition": partition, "offset": offset, "key": _text(key)},
         "rejected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
+    if batch_index is not None:
+        envelope["batch_index"] = batch_index
     if item_index is not None:
         envelope["item_index"] = item_index
         envelope["item"] = item

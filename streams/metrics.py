@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-REPORTS_RECEIVED = Counter("riskwatch_reports_received", "Lab report messages read from the reports topic")
+MESSAGES_RECEIVED = Counter("riskwatch_messages_received", "Messages read from the reports topic (one report, or a batch of them)")
+REPORTS_RECEIVED = Counter(
+    "riskwatch_reports_received", "Lab reports read from the reports topic (a message that is no report counts as one)"
+)
 REPORTS_REJECTED = Counter("riskwatch_reports_rejected", "Lab reports rejected whole, by reason code", ["reason"])
 ITEMS_REJECTED = Counter("riskwatch_items_rejected", "Test items rejected alone, by reason code", ["reason"])
 RESULTS_VALID = Counter("riskwatch_results_valid", "Valid normalised results sent to the results topic")
@@ -18,9 +21,7 @@ STATE_REBUILT = Counter("riskwatch_state_rebuilt_results", "Stored results repla
 ASSIGNED_PARTITIONS = Gauge("riskwatch_assigned_partitions", "Topic partitions currently assigned to this worker")
 SINK_ERRORS = Counter("riskwatch_sink_errors", "Failed ClickHouse writes (each is retried)")
 SINK_OUTAGE_SECONDS = Gauge("riskwatch_sink_outage_seconds", "How long ClickHouse has been failing without a success (0: healthy)")
-SINK_BATCH_ROWS = Histogram(
-    "riskwatch_sink_batch_rows", "Rows per ClickHouse insert batch", buckets=(1, 10, 100, 1_000, 10_000, 100_000)
-)
+SINK_BATCH_ROWS = Histogram("riskwatch_sink_batch_rows", "Rows per ClickHouse insert batch", buckets=(1, 10, 100, 1_000, 10_000, 100_000))
 SINK_BATCH_SECONDS = Histogram("riskwatch_sink_batch_seconds", "Time to write one batch to ClickHouse")
 PROCESSING_LATENCY = Histogram(
     "riskwatch_processing_latency_seconds",

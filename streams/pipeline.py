@@ -17,7 +17,7 @@ import orjson
 
 from detectors.suite import MERGE_WINDOWS, DetectorSuite
 from schemas.results import Alert, LabResult
-from schemas.validation import ValidationPolicy, validate_report
+from schemas.validation import ValidationPolicy, validate_message
 from streams import metrics
 from streams.clickhouse import Store
 from streams.dead_letter import dead_letter
@@ -73,7 +73,7 @@ class Ingestor:
         published: dict[str, float] = {}
         now = datetime.now(UTC)
         for message in messages:
-            metrics.REPORTS_RECEIVED.inc()
+            metrics.MESSAGES_RECEIVED.inc()
             try:
                 self._ingest_one(message, now, by_category, published, output)
             except Exception as error:  # noqa: BLE001 - no input may stop the worker
@@ -98,21 +98,35 @@ class Ingestor:
             self._reject(output, message, "empty", "empty message: a lab report was expected")
             return
         if len(payload) > self.max_message_bytes:
-            self._reject(output, message, "too_large", f"message of {len(payload)} bytes exceeds the limit of {self.max_message_bytes} bytes")
+            self._reject(
+                output, message, "too_large", f"message of {len(payload)} bytes exceeds the limit of {self.max_message_bytes} bytes"
+            )
             return
-        outcome = validate_report(
-            payload, now=now, policy=self.policy, source_partition=message.partition, source_offset=message.offset
-        )
-        for rejection in outcome.rejections:
-            self._reject(output, message, rejection.code, rejection.reason, rejection.item_index, rejection.item)
-        for result in outcome.results:
-            by_category[result.category].append(result)
-            if message.timestamp is not None:  # the oldest publication behind each envelope, for latency
-                published[result.category] = min(published.get(result.category, message.timestamp), message.timestamp)
-        output.valid_results += len(outcome.results)
+        outcomes = validate_message(payload, now=now, policy=self.policy, source_partition=message.partition, source_offset=message.offset)
+        metrics.REPORTS_RECEIVED.inc(len(outcomes))
+        for outcome in outcomes:
+            for rejection in outcome.rejections:
+                reason, original = rejection.reason, None
+                if outcome.batch_index is not None:  # a report of a batch: its own bytes, its place in the batch
+                    reason, original = f"reports[{outcome.batch_index}]: {reason}", orjson.dumps(outcome.original)
+                self._reject(output, message, rejection.code, reason, rejection.item_index, rejection.item, outcome.batch_index, original)
+            for result in outcome.results:
+                by_category[result.category].append(result)
+                if message.timestamp is not None:  # the oldest publication behind each envelope, for latency
+                    published[result.category] = min(published.get(result.category, message.timestamp), message.timestamp)
+            output.valid_results += len(outcome.results)
 
     @staticmethod
-    def _reject(output: IngestOutput, message: SourceMessage, code: str, reason: str, item_index: int | None = None, item=None) -> None:
+    def _reject(
+        output: IngestOutput,
+        message: SourceMessage,
+        code: str,
+        reason: str,
+        item_index: int | None = None,
+        item=None,
+        batch_index: int | None = None,
+        original: bytes | None = None,
+    ) -> None:
         if item_index is None:
             metrics.REPORTS_REJECTED.labels(code).inc()
         else:
@@ -122,7 +136,8 @@ class Ingestor:
                 message.key,
                 dead_letter(
                     stage="ingest", code=code, reason=reason, topic=message.topic, partition=message.partition,
-                    offset=message.offset, key=message.key, original=message.value, item_index=item_index, item=item,
+                    offset=message.offset, key=message.key, original=original if original is not None else message.value,
+                    item_index=item_index, item=item, batch_index=batch_index,
                 ),
             )
         )  # fmt: skip

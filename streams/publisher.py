@@ -43,6 +43,7 @@ class PublishSummary:
     rows: int = 0
     reports_ready: int = 0  # valid reports (what a dry run would send)
     reports_sent: int = 0
+    messages_sent: int = 0
     items_sent: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     error: str | None = None
@@ -98,18 +99,47 @@ def publish_file(
     producer: KafkaProducer,
     topic: str,
     progress: Callable[[int, int], None] | None = None,
+    batch: int = 1,
+    max_message_bytes: int = 1_048_576,
 ) -> PublishSummary:
+    """Send a file's valid reports: one per message, or ``batch`` per message (a
+    ``riskwatch.lab_report_batch.v1``, one category per batch) so the transport's per-message
+    cost is paid once per batch."""
     prepared = prepare(path, mapping)
+    messages = batch_messages(prepared.messages, batch, max_message_bytes) if batch > 1 else prepared.messages
     futures = []
-    for n, (key, value, report_key) in enumerate(prepared.messages, start=1):
+    for n, (key, value, report_key) in enumerate(messages, start=1):
         futures.append(producer.send(topic, key=key, value=value, headers=[("report-key", report_key)]))
         if progress is not None:
-            progress(n, len(prepared.messages))
+            progress(n, len(messages))
     producer.flush()
     for future in futures:
         future.get(timeout=30)  # raises if the broker refused a message
     prepared.summary.reports_sent = len(prepared.messages)
+    prepared.summary.messages_sent = len(messages)
     return prepared.summary
+
+
+def batch_messages(messages: list[tuple[bytes, bytes, bytes]], size: int, max_bytes: int) -> list[tuple[bytes, bytes, bytes]]:
+    """Group single-report messages into batch messages per category key, in order, each at most
+    ``size`` reports and ``max_bytes`` long (a report too big to share a message travels alone)."""
+    by_key: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for key, value, report_key in messages:
+        by_key.setdefault(key, []).append((value, report_key))
+    budget = max_bytes - 100  # the envelope around the reports
+    batches: list[tuple[bytes, bytes, bytes]] = []
+    for key, reports in by_key.items():
+        current: list[tuple[bytes, bytes]] = []
+        length = 0
+        for value, report_key in reports + [(b"", b"")]:
+            if current and (not value or len(current) == size or length + len(value) + 1 > budget):
+                body = b'{"schema":"riskwatch.lab_report_batch.v1","reports":[' + b",".join(v for v, _ in current) + b"]}"
+                batches.append((key, body, current[0][1] + (b"+%d" % (len(current) - 1) if len(current) > 1 else b"")))
+                current, length = [], 0
+            if value:
+                current.append((value, report_key))
+                length += len(value) + 1
+    return batches
 
 
 def make_producer(bootstrap: str, max_message_bytes: int, security: dict | None = None) -> KafkaProducer:
@@ -124,7 +154,7 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str) -> list[PublishSummary]:
+def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str, batch: int = 1) -> list[PublishSummary]:
     """Publish every new file in the folder once, then move it to done/ or failed/ with a report."""
     state_file = folder / ".published.json"
     state: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -135,7 +165,7 @@ def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProduce
             summary = PublishSummary(str(path), already_published_as=state[digest])
         else:
             try:
-                summary = publish_file(path, mapping, producer, topic)
+                summary = publish_file(path, mapping, producer, topic, batch=batch)
             except Exception as error:  # noqa: BLE001 - a bad file must not stop the watcher
                 summary = PublishSummary(str(path), error=f"{type(error).__name__}: {error}")
             if summary.ok:
@@ -153,8 +183,10 @@ def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProduce
     return summaries
 
 
-def watch(folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str, interval: float, on_file, stop) -> None:
+def watch(
+    folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str, interval: float, on_file, stop, batch: int = 1
+) -> None:
     while not stop():
-        for summary in watch_once(folder, mapping, producer, topic):
+        for summary in watch_once(folder, mapping, producer, topic, batch):
             on_file(summary)
         time.sleep(interval)

@@ -72,3 +72,27 @@ def test_each_envelope_carries_the_oldest_publication_time_of_its_reports(report
                 SourceMessage("reports", 0, 3, b"k", orjson.dumps({**report, "sample_id": "R-2"}), 100.0)]  # fmt: skip
     output = ingest(*messages)
     assert [decode_results(value)[1] for _, value in output.results] == [100.0, 150.0]
+
+
+def test_a_batch_message_carries_many_reports_and_a_bad_one_is_dead_lettered_alone(report):
+    other = {**report, "sample_id": "S-2", "category": "food/grain_products/wheat_flour"}
+    broken = {**report, "sample_id": "S-3", "city": "atlantis"}
+    bad_item = {**report, "sample_id": "S-4", "items": [{**report["items"][0], "unit": "furlongs"}, *report["items"][1:]]}
+    batch = {"schema": "riskwatch.lab_report_batch.v1", "reports": [report, broken, other, bad_item]}
+    output = ingest(message(orjson.dumps(batch), offset=5))
+    assert output.valid_results == 4 + 4 + 3
+    assert sorted(key for key, _ in output.results) == [b"food/grain_products/rice", b"food/grain_products/wheat_flour"]
+    letters = [orjson.loads(value) for _, value in output.dead_letters]
+    assert [(d["code"], d["batch_index"], d.get("item_index")) for d in letters] == [("schema", 1, None), ("item_unit", 3, 0)]
+    assert letters[0]["reason"].startswith("reports[1]: ") and "city" in letters[0]["reason"]
+    assert orjson.loads(base64.b64decode(letters[0]["original_b64"])) == broken, "the dead letter holds the bad report alone"
+    assert all(d["source"]["offset"] == 5 for d in letters)
+
+
+def test_a_malformed_batch_is_refused_whole(report):
+    empty = ingest(message(orjson.dumps({"schema": "riskwatch.lab_report_batch.v1", "reports": []})))
+    extra = ingest(message(orjson.dumps({"schema": "riskwatch.lab_report_batch.v1", "reports": [report], "lab": "x"})))
+    for output in (empty, extra):
+        (letter,) = [orjson.loads(value) for _, value in output.dead_letters]
+        assert letter["code"] == "batch_schema" and "batch_index" not in letter
+        assert output.valid_results == 0
