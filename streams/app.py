@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> faust.App:
     pager = Pager(settings.alertmanager_url, settings.page_min_severity, settings.grafana_url) if settings.alertmanager_url else None
     processed: dict[tuple[str, int], int] = {}  # last processed offset per topic partition, for the lag gauge
     clickhouse = ClickHouseWorkerThread(settings)
+    ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
     processors: list[Processor] = []  # one, created with the store
 
     async def processor() -> Processor:
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def _close_clickhouse(_app: faust.App, **_: Any) -> None:
+        ingest_thread.shutdown(wait=True)
         clickhouse.close()
 
     @app.task
@@ -131,7 +133,9 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
             messages = [_source(event) for event in events]
-            output = ingestor.ingest(messages)
+            # Off the event loop: a take of batch messages can hold many thousands of reports, and
+            # heartbeats and /metrics must go on meanwhile.
+            output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages)
             pending = [await results.send(key=key, value=value) for key, value in output.results]
             pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
             await asyncio.gather(*pending)

@@ -7,7 +7,9 @@ All on one local tansu broker, on the same pre-generated reports, in one run:
 (b) a Faust agent doing nothing per message: Faust's own per-message cost;
 (c) the full worker (ingest, every detector, ClickHouse) until the last result is stored;
 (d) publication → ClickHouse latency of the full worker at a fixed offered rate, from its
-    histogram, and the worker's peak RSS.
+    histogram, and the worker's peak RSS;
+(a2), (e) the same reports carried many to a message (``riskwatch.lab_report_batch.v1``, as
+    ``riskwatch publish`` sends them): the bare consumer and the full worker again.
 
 Figures, not assertions: the machine is shared, so (c) is judged against (a) measured here.
 """
@@ -31,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.broker import LocalBroker, free_port
+from streams.publisher import batch_messages
 from streams.simulation import Simulator
 from streams.worker_process import WorkerProcess
 
@@ -92,7 +95,8 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]
     return time.perf_counter() - started
 
 
-async def bare_consumer(bootstrap: str, topic: str, expected: int) -> Figures:
+async def bare_consumer(bootstrap: str, topic: str, expected: int, name: str = "a. bare aiokafka + orjson") -> Figures:
+    """Read ``expected`` reports (single or in batch messages), counting per (category, item)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"bench-bare-{time.time_ns()}",
                                 max_partition_fetch_bytes=4_194_304, fetch_max_bytes=16_777_216)  # fmt: skip
     await consumer.start()
@@ -106,12 +110,13 @@ async def bare_consumer(bootstrap: str, topic: str, expected: int) -> Figures:
                 started = time.perf_counter()
             for records in batches.values():
                 for record in records:
-                    report = orjson.loads(record.value)
-                    for item in report["items"]:
-                        counts[(report["category"], item["test_item"])] += 1
-                        items += 1
-                    seen += 1
-        return Figures("a. bare aiokafka + orjson", seen, items, time.perf_counter() - (started or time.perf_counter()))
+                    message = orjson.loads(record.value)
+                    for report in message.get("reports") or [message]:
+                        for item in report["items"]:
+                            counts[(report["category"], item["test_item"])] += 1
+                            items += 1
+                        seen += 1
+        return Figures(name, seen, items, time.perf_counter() - (started or time.perf_counter()))
     finally:
         await consumer.stop()
 
@@ -129,7 +134,7 @@ def faust_noop(bootstrap: str, topic: str, expected: int, workdir: Path) -> Figu
     return Figures("b. Faust agent, no work", int(count), 0, float(seconds))
 
 
-_NOOP_APP = '''
+_NOOP_APP = """
 import os, sys, time, faust
 bootstrap, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
 app = faust.App(f"bench-noop-{time.time_ns()}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
@@ -149,7 +154,7 @@ async def noop(stream):
 
 if __name__ == "__main__":
     faust.Worker(app, loglevel="warning").execute_from_commandline()
-'''
+"""
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -159,24 +164,36 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def full_worker(bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float) -> tuple[Figures, Figures]:
-    """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
-    port = free_port()
-    env = {
+def _worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[str, str]:
+    return {
         "RISKWATCH_KAFKA_BOOTSTRAP": bootstrap, "RISKWATCH_REPORTS_TOPIC": topic, "RISKWATCH_RESULTS_TOPIC": f"{topic}.results",
-        "RISKWATCH_DEAD_LETTER_TOPIC": f"{topic}.dlq", "RISKWATCH_ALERTS_TOPIC": f"{topic}.alerts", "RISKWATCH_WEB_PORT": str(port),
-        "RISKWATCH_DATA_DIR": str(workdir / "worker"), "RISKWATCH_CONSUMER_GROUP": f"bench-worker-{time.time_ns()}",
+        "RISKWATCH_DEAD_LETTER_TOPIC": f"{topic}.dlq", "RISKWATCH_ALERTS_TOPIC": f"{topic}.alerts", "RISKWATCH_WEB_PORT": str(free_port()),
+        "RISKWATCH_DATA_DIR": str(workdir / name), "RISKWATCH_CONSUMER_GROUP": f"bench-{name}-{time.time_ns()}",
         "RISKWATCH_LOG_LEVEL": "warning",
     }  # fmt: skip
-    worker = WorkerProcess(env, workdir / "worker.log")
+
+
+async def _until_processed(worker: WorkerProcess, items: int, name: str, reports: int) -> Figures:
+    started = time.perf_counter()
+    while True:
+        try:
+            if _processed(await asyncio.to_thread(worker.metrics)) >= items:
+                break
+        except OSError:  # a busy worker may answer /metrics late; ask again
+            pass
+        await asyncio.sleep(0.2)
+    figures = Figures(name, reports, items, time.perf_counter() - started)
+    figures.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+    return figures
+
+
+async def full_worker(bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float) -> tuple[Figures, Figures]:
+    """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
+    worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "worker"), workdir / "worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=120)
-        started = time.perf_counter()
-        while _processed(await asyncio.to_thread(worker.metrics)) < items:
-            await asyncio.sleep(0.2)
-        throughput = Figures("c. full worker (ingest, 9 detectors, ClickHouse)", len(messages), items, time.perf_counter() - started)
-        throughput.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+        throughput = await _until_processed(worker, items, "c. full worker (ingest, 9 detectors, ClickHouse)", len(messages))
         # (d) fixed offered rate: fresh reports, then the worker's own latency histogram (this run's part)
         before = await asyncio.to_thread(worker.metrics)
         buckets_before = await asyncio.to_thread(_latency_buckets, worker.metrics_url)
@@ -190,6 +207,17 @@ async def full_worker(bootstrap: str, topic: str, messages: list, items: int, wo
         latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
         latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
         return throughput, latency
+    finally:
+        worker.stop()
+
+
+async def full_worker_on_batches(bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int) -> Figures:
+    """(e) the whole worker on the same reports carried ``batch`` to a message."""
+    worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "batch-worker"), workdir / "batch-worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready(timeout=120)
+        return await _until_processed(worker, items, f"e. full worker, {batch} reports per message", reports)
     finally:
         worker.stop()
 
@@ -215,10 +243,12 @@ def _quantiles(before: list[tuple[float, float]], after: list[tuple[float, float
     earlier = dict(before)
     buckets = [(le, count - earlier.get(le, 0.0)) for le, count in after]
     total = buckets[-1][1] if buckets else 0
-    return {f"p{int(q * 100)}_seconds_at_most": next((le for le, n in buckets if total and n >= q * total), float("nan")) for q in (0.5, 0.99)}
+    return {
+        f"p{int(q * 100)}_seconds_at_most": next((le for le, n in buckets if total and n >= q * total), float("nan")) for q in (0.5, 0.99)
+    }
 
 
-async def run(reports: int, partitions: int, rate: float, progress=print) -> list[Figures]:
+async def run(reports: int, partitions: int, rate: float, progress=print, batch: int = 200) -> list[Figures]:
     workdir = Path(tempfile.mkdtemp(prefix="riskwatch-bench-"))
     broker = LocalBroker("127.0.0.1", free_port(), log_file=workdir / "broker.log")
     await broker.start()
@@ -235,7 +265,13 @@ async def run(reports: int, partitions: int, rate: float, progress=print) -> lis
         noop = await asyncio.to_thread(faust_noop, broker.bootstrap, topic, len(messages), workdir)
         progress("(c) full worker, then (d) latency at a fixed rate")
         full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate)
-        return [bare, noop, full, latency]
+        batched = [(key, value) for key, value, _ in batch_messages([(k, v, b"") for k, v in messages], batch, 1_048_576)]
+        batch_topic = "bench.batches"
+        await create_topic(broker.bootstrap, batch_topic, partitions)
+        progress(f"the same reports in {len(batched):,} batch messages; (a2) bare aiokafka, (e) full worker")
+        await produce(broker.bootstrap, batch_topic, batched)
+        bare_batches = await bare_consumer(broker.bootstrap, batch_topic, len(messages), f"a2. bare aiokafka, {batch} reports per message")
+        on_batches = await full_worker_on_batches(broker.bootstrap, batch_topic, len(messages), items, workdir, batch)
+        return [bare, noop, full, latency, bare_batches, on_batches]
     finally:
         broker.stop()
-
