@@ -66,7 +66,7 @@ def print_report(report: BenchReport, config: BenchConfig, console: Console) -> 
             _fmt(row["median_delay_hours"], ".1f"),
             style=style,
         )
-    console.print(table)
+    console.print(table, width=max(console.width, 150))
     console.print(
         f"targets: recall ≥ {TARGETS['recall']}, ≤ {TARGETS['false_per_10k']:g} false alert per 10,000 clean results, "
         f"median delay ≤ {TARGETS['median_delay_results']} results (red: missed). "
