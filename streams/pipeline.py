@@ -74,11 +74,13 @@ class Ingestor:
         now = datetime.now(UTC)
         for message in messages:
             metrics.MESSAGES_RECEIVED.inc()
+            reports = 1  # what a message that is no batch counts as, valid or not
             try:
-                self._ingest_one(message, now, by_category, published, output)
+                reports = self._ingest_one(message, now, by_category, published, output)
             except Exception as error:  # noqa: BLE001 - no input may stop the worker
                 log.exception("unexpected error validating %s[%d]@%d", message.topic, message.partition, message.offset)
                 self._reject(output, message, "internal", f"internal error while validating: {error!r}")
+            metrics.REPORTS_RECEIVED.inc(reports)
         for category, results in by_category.items():
             for start in range(0, len(results), RESULTS_PER_ENVELOPE):
                 envelope = encode_results(results[start : start + RESULTS_PER_ENVELOPE], published.get(category))
@@ -92,18 +94,18 @@ class Ingestor:
         by_category: dict[str, list[LabResult]],
         published: dict[str, float],
         output: IngestOutput,
-    ) -> None:
+    ) -> int:
+        """Validate one message into by_category and output; returns how many reports it held."""
         payload = message.value
         if not payload:
             self._reject(output, message, "empty", "empty message: a lab report was expected")
-            return
+            return 1
         if len(payload) > self.max_message_bytes:
             self._reject(
                 output, message, "too_large", f"message of {len(payload)} bytes exceeds the limit of {self.max_message_bytes} bytes"
             )
-            return
+            return 1
         outcomes = validate_message(payload, now=now, policy=self.policy, source_partition=message.partition, source_offset=message.offset)
-        metrics.REPORTS_RECEIVED.inc(len(outcomes))
         for outcome in outcomes:
             for rejection in outcome.rejections:
                 reason, original = rejection.reason, None
@@ -115,6 +117,7 @@ class Ingestor:
                 if message.timestamp is not None:  # the oldest publication behind each envelope, for latency
                     published[result.category] = min(published.get(result.category, message.timestamp), message.timestamp)
             output.valid_results += len(outcome.results)
+        return len(outcomes)
 
     @staticmethod
     def _reject(

@@ -3,6 +3,7 @@
 import base64
 
 import orjson
+from prometheus_client import REGISTRY
 
 from detectors import LimitExceedance
 from detectors.suite import DetectorSuite
@@ -35,7 +36,13 @@ def test_valid_items_travel_in_one_envelope_per_category(report):
 def test_every_refusal_is_a_dead_letter_with_reason_source_and_original_bytes(report):
     report["items"][0]["unit"] = "furlongs"
     garbage = b"\xff{not json"
-    output = ingest(message(orjson.dumps(report), offset=7), message(garbage, offset=8), message(None, offset=9), message(b"x" * 200, offset=10), max_bytes=150)
+    output = ingest(
+        message(orjson.dumps(report), offset=7),
+        message(garbage, offset=8),
+        message(None, offset=9),
+        message(b"x" * 200, offset=10),
+        max_bytes=150,
+    )
     letters = [orjson.loads(value) for _, value in output.dead_letters]
     # The report itself exceeds the 150-byte limit in this test, so it is refused whole.
     assert [(d["code"], d["source"]["offset"]) for d in letters] == [("too_large", 7), ("not_json", 8), ("empty", 9), ("too_large", 10)]
@@ -79,14 +86,21 @@ def test_a_batch_message_carries_many_reports_and_a_bad_one_is_dead_lettered_alo
     broken = {**report, "sample_id": "S-3", "city": "atlantis"}
     bad_item = {**report, "sample_id": "S-4", "items": [{**report["items"][0], "unit": "furlongs"}, *report["items"][1:]]}
     batch = {"schema": "riskwatch.lab_report_batch.v1", "reports": [report, broken, other, bad_item]}
-    output = ingest(message(orjson.dumps(batch), offset=5))
+    before = {name: REGISTRY.get_sample_value(f"riskwatch_{name}_received_total") for name in ("messages", "reports")}
+    output = ingest(message(orjson.dumps(batch), offset=5), message(b"", offset=6))
+    after = {name: REGISTRY.get_sample_value(f"riskwatch_{name}_received_total") for name in ("messages", "reports")}
+    assert (after["messages"] - before["messages"], after["reports"] - before["reports"]) == (2, 5), "4 reports + 1 empty message"
     assert output.valid_results == 4 + 4 + 3
     assert sorted(key for key, _ in output.results) == [b"food/grain_products/rice", b"food/grain_products/wheat_flour"]
     letters = [orjson.loads(value) for _, value in output.dead_letters]
-    assert [(d["code"], d["batch_index"], d.get("item_index")) for d in letters] == [("schema", 1, None), ("item_unit", 3, 0)]
+    assert [(d["code"], d.get("batch_index"), d.get("item_index")) for d in letters] == [
+        ("schema", 1, None),
+        ("item_unit", 3, 0),
+        ("empty", None, None),
+    ]
     assert letters[0]["reason"].startswith("reports[1]: ") and "city" in letters[0]["reason"]
     assert orjson.loads(base64.b64decode(letters[0]["original_b64"])) == broken, "the dead letter holds the bad report alone"
-    assert all(d["source"]["offset"] == 5 for d in letters)
+    assert [d["source"]["offset"] for d in letters] == [5, 5, 6]
 
 
 def test_a_malformed_batch_is_refused_whole(report):
