@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.broker import LocalBroker, free_port
-from streams.publisher import batch_messages
+from streams.publisher import Batching, batch_messages
 from streams.simulation import Simulator
 from streams.worker_process import WorkerProcess
 
@@ -265,7 +265,7 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         noop = await asyncio.to_thread(faust_noop, broker.bootstrap, topic, len(messages), workdir)
         progress("(c) full worker, then (d) latency at a fixed rate")
         full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate)
-        batched = [(key, value) for key, value, _ in batch_messages([(k, v, b"") for k, v in messages], batch, 1_048_576)]
+        batched = [(key, value) for key, value, _ in batch_messages([(k, v, b"") for k, v in messages], Batching(batch))]
         batch_topic = "bench.batches"
         await create_topic(broker.bootstrap, batch_topic, partitions)
         progress(f"the same reports in {len(batched):,} batch messages; (a2) bare aiokafka, (e) full worker")

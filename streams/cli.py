@@ -164,7 +164,7 @@ def publish(
 ) -> None:
     """Publish LIMS exports (CSV, XLSX, JSON Lines) to the reports topic, validated first."""
     from streams.lims import LimsMapping, MappingError
-    from streams.publisher import make_producer, prepare, publish_file, watch
+    from streams.publisher import Batching, make_producer, prepare, publish_file, watch
 
     if not files and folder is None:
         raise click.UsageError("name files to publish, or a folder with --watch")
@@ -174,13 +174,14 @@ def publish(
     except MappingError as error:
         raise click.UsageError(str(error)) from None
     summaries = []
+    batching = Batching(batch, settings.max_message_bytes)
     producer = None if dry_run else make_producer(settings.kafka_bootstrap, settings.max_message_bytes, settings.kafka_client_options())
     try:
         if folder is not None:
             if producer is None:
                 raise click.UsageError("--watch and --dry-run do not go together")
             console.print(f"watching {folder} (every {interval:g} s; Ctrl-C stops)")
-            watch(folder, lab_mapping, producer, settings.reports_topic, interval, _print_summary, stop=lambda: False, batch=batch)
+            watch(folder, lab_mapping, producer, settings.reports_topic, interval, _print_summary, stop=lambda: False, batching=batching)
         for file in files:
             if producer is None:
                 summary = prepare(file, lab_mapping, settings.validation_policy).summary
@@ -188,15 +189,7 @@ def publish(
                 with _progress() as progress:
                     task = progress.add_task(f"publishing {file.name}", total=None)
                     advance = functools.partial(_advance, progress, task)
-                    summary = publish_file(
-                        file,
-                        lab_mapping,
-                        producer,
-                        settings.reports_topic,
-                        advance,
-                        batch=batch,
-                        max_message_bytes=settings.max_message_bytes,
-                    )
+                    summary = publish_file(file, lab_mapping, producer, settings.reports_topic, advance, batching)
             _print_summary(summary, dry_run)
             summaries.append(summary)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaProducer
 
-from schemas.validation import ValidationPolicy, validate_report
+from schemas.validation import BATCH_SCHEMA_NAME, ValidationPolicy, validate_report
 from streams.lims import LimsMapping, build_reports, read_rows
 
 SUFFIXES = {".csv", ".xlsx", ".jsonl", ".ndjson", ".json"}
@@ -93,20 +93,27 @@ def prepare(path: Path, mapping: LimsMapping | None, policy: ValidationPolicy | 
     return Prepared(messages, summary)
 
 
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How many reports share a Kafka message (1: one each), and the byte limit a message must keep under."""
+
+    size: int = 1
+    max_bytes: int = 1_048_576
+
+
 def publish_file(
     path: Path,
     mapping: LimsMapping | None,
     producer: KafkaProducer,
     topic: str,
     progress: Callable[[int, int], None] | None = None,
-    batch: int = 1,
-    max_message_bytes: int = 1_048_576,
+    batching: Batching = Batching(),
 ) -> PublishSummary:
-    """Send a file's valid reports: one per message, or ``batch`` per message (a
+    """Send a file's valid reports: one per message, or several per message (a
     ``riskwatch.lab_report_batch.v1``, one category per batch) so the transport's per-message
     cost is paid once per batch."""
     prepared = prepare(path, mapping)
-    messages = batch_messages(prepared.messages, batch, max_message_bytes) if batch > 1 else prepared.messages
+    messages = batch_messages(prepared.messages, batching) if batching.size > 1 else prepared.messages
     futures = []
     for n, (key, value, report_key) in enumerate(messages, start=1):
         futures.append(producer.send(topic, key=key, value=value, headers=[("report-key", report_key)]))
@@ -120,25 +127,31 @@ def publish_file(
     return prepared.summary
 
 
-def batch_messages(messages: list[tuple[bytes, bytes, bytes]], size: int, max_bytes: int) -> list[tuple[bytes, bytes, bytes]]:
+def batch_messages(messages: list[tuple[bytes, bytes, bytes]], batching: Batching) -> list[tuple[bytes, bytes, bytes]]:
     """Group single-report messages into batch messages per category key, in order, each at most
-    ``size`` reports and ``max_bytes`` long (a report too big to share a message travels alone)."""
+    ``batching.size`` reports and ``batching.max_bytes`` long (a report too big to share travels alone)."""
     by_key: dict[bytes, list[tuple[bytes, bytes]]] = {}
     for key, value, report_key in messages:
         by_key.setdefault(key, []).append((value, report_key))
-    budget = max_bytes - 100  # the envelope around the reports
+    head = b'{"schema":"' + BATCH_SCHEMA_NAME.encode() + b'","reports":['
+    budget = batching.max_bytes - len(head) - 2  # the envelope around the reports
     batches: list[tuple[bytes, bytes, bytes]] = []
+
+    def close(key: bytes, reports: list[tuple[bytes, bytes]]) -> None:
+        first_report_key = reports[0][1] + (b"+%d" % (len(reports) - 1) if len(reports) > 1 else b"")
+        batches.append((key, head + b",".join(value for value, _ in reports) + b"]}", first_report_key))
+
     for key, reports in by_key.items():
         current: list[tuple[bytes, bytes]] = []
         length = 0
-        for value, report_key in reports + [(b"", b"")]:
-            if current and (not value or len(current) == size or length + len(value) + 1 > budget):
-                body = b'{"schema":"riskwatch.lab_report_batch.v1","reports":[' + b",".join(v for v, _ in current) + b"]}"
-                batches.append((key, body, current[0][1] + (b"+%d" % (len(current) - 1) if len(current) > 1 else b"")))
+        for value, report_key in reports:
+            if current and (len(current) == batching.size or length + len(value) + 1 > budget):
+                close(key, current)
                 current, length = [], 0
-            if value:
-                current.append((value, report_key))
-                length += len(value) + 1
+            current.append((value, report_key))
+            length += len(value) + 1
+        if current:
+            close(key, current)
     return batches
 
 
@@ -154,7 +167,9 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str, batch: int = 1) -> list[PublishSummary]:
+def watch_once(
+    folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str, batching: Batching = Batching()
+) -> list[PublishSummary]:
     """Publish every new file in the folder once, then move it to done/ or failed/ with a report."""
     state_file = folder / ".published.json"
     state: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -165,7 +180,7 @@ def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProduce
             summary = PublishSummary(str(path), already_published_as=state[digest])
         else:
             try:
-                summary = publish_file(path, mapping, producer, topic, batch=batch)
+                summary = publish_file(path, mapping, producer, topic, batching=batching)
             except Exception as error:  # noqa: BLE001 - a bad file must not stop the watcher
                 summary = PublishSummary(str(path), error=f"{type(error).__name__}: {error}")
             if summary.ok:
@@ -184,9 +199,16 @@ def watch_once(folder: Path, mapping: LimsMapping | None, producer: KafkaProduce
 
 
 def watch(
-    folder: Path, mapping: LimsMapping | None, producer: KafkaProducer, topic: str, interval: float, on_file, stop, batch: int = 1
+    folder: Path,
+    mapping: LimsMapping | None,
+    producer: KafkaProducer,
+    topic: str,
+    interval: float,
+    on_file,
+    stop,
+    batching: Batching = Batching(),
 ) -> None:
     while not stop():
-        for summary in watch_once(folder, mapping, producer, topic, batch):
+        for summary in watch_once(folder, mapping, producer, topic, batching):
             on_file(summary)
         time.sleep(interval)

@@ -26,7 +26,8 @@ def test_measurements_as_labs_write_them(text, expected):
 
 
 @pytest.mark.parametrize(
-    "text, expected", [("0.2", (0.2, "max")), ("≤0.2", (0.2, "max")), ("≥49", (49.0, "min")), ("不得检出", (None, None)), (None, (None, None))]
+    "text, expected",
+    [("0.2", (0.2, "max")), ("≤0.2", (0.2, "max")), ("≥49", (49.0, "min")), ("不得检出", (None, None)), (None, (None, None))],
 )
 def test_limits_as_labs_write_them(text, expected):
     assert parse_limit(text) == expected
@@ -107,17 +108,17 @@ def test_contract_reports_in_json_lines_pass_through_without_a_mapping(tmp_path)
 
 def test_batches_group_reports_by_category_within_the_size_and_byte_limits(report):
     from schemas.validation import validate_message
-    from streams.publisher import batch_messages
+    from streams.publisher import Batching, batch_messages
     from tests.conftest import EXAMPLE_NOW
 
     singles = []
     for n in range(25):
         one = {**report, "sample_id": f"S-{n}", "category": ["food/grain_products/rice", "food/dairy/milk"][n % 2]}
         singles.append((one["category"].encode(), orjson.dumps(one), f"lab/S-{n}".encode()))
-    batches = batch_messages(singles, size=5, max_bytes=1_000_000)
+    batches = batch_messages(singles, Batching(size=5, max_bytes=1_000_000))
     assert [len(orjson.loads(v)["reports"]) for _, v, _ in batches] == [5, 5, 3, 5, 5, 2]
     assert {k for k, _, _ in batches[:3]} == {b"food/grain_products/rice"}
     sent = [o.original["sample_id"] for _, v, _ in batches for o in validate_message(v, now=EXAMPLE_NOW) if not o.rejections]
     assert sorted(sent) == sorted(f"S-{n}" for n in range(25)), "every report once, all valid"
-    small = batch_messages(singles, size=100, max_bytes=3 * len(singles[0][1]) + 200)
+    small = batch_messages(singles, Batching(size=100, max_bytes=3 * len(singles[0][1]) + 200))
     assert all(len(v) <= 3 * len(singles[0][1]) + 200 for _, v, _ in small) and len(small) > 2
