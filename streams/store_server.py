@@ -94,7 +94,7 @@ class EmbeddedEngine:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._chdb = chdb
         self._dsn = str(data_dir)
-        self._default = chdb.connect(self._dsn)
+        self._default = chdb.connect(self._dsn)  # keeps the engine open while sessions come and go
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._session_ttl = session_ttl

@@ -41,13 +41,8 @@ def simulated(count: int, seed: int) -> tuple[list[tuple[bytes, bytes]], set[str
     """Report messages, the result ids they must produce, and which of those fail their limit."""
     sim = Simulator(seed=seed, start=datetime.now(UTC) - timedelta(days=25), reports_per_day=120)
     reports = [sim.next_report() for _ in range(count)]
-    ids = {result_id_for(r["lab"]["id"], r["sample_id"], item["test_item"]) for r in reports for item in r["items"]}
-    failing = {
-        result_id_for(r["lab"]["id"], r["sample_id"], item["test_item"])
-        for r in reports
-        for item in r["items"]
-        if item["verdict"] == "fail"
-    }
+    verdicts = {result_id_for(r["lab"]["id"], r["sample_id"], item["test_item"]): item["verdict"] for r in reports for item in r["items"]}
+    ids, failing = set(verdicts), {rid for rid, verdict in verdicts.items() if verdict == "fail"}
     return [(r["category"].encode(), orjson.dumps(r)) for r in reports], ids, failing
 
 
