@@ -1,30 +1,20 @@
 """The same hazard in the same category failing in several cities within a short time.
 
-This is the signal the alliance exists for. Per category × test item, failing results of the
-last ``window`` (event time) are kept; when they come from at least ``min_cities`` cities
-and their number is improbable under the segment's usual failure rate (Poisson tail
-probability below ``alpha``), the cluster fires.
+This is the signal the alliance exists for. Per category × test item, the failures of the
+last ``window`` (event time) are scanned for the most improbable recent run of them
+(``FailureScan``) against the segment's usual failure rate; a run that spans at least
+``min_cities`` cities with a p-value below ``alpha`` fires. Three failures in three cities
+within a few dozen results fire at once; a slower spread fires when it has become improbable.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from scipy.stats import poisson
-
 from detectors.base import Detector, firing, segment_text
-from detectors.univariate import RateEstimate
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
-
-
-@dataclass(slots=True)
-class _Segment:
-    fails: deque = field(default_factory=deque)  # failing results in the window
-    seen: deque = field(default_factory=deque)  # (sampled_at, failed) of every result in the window
-    history: RateEstimate = field(default_factory=RateEstimate)  # results that have left the window: untouched by a current cluster
 
 
 class CrossCityCluster(Detector):
@@ -40,85 +30,73 @@ class CrossCityCluster(Detector):
         memory: float = 5000.0,
     ) -> None:
         self.window, self.min_cities, self.alpha = window, min_cities, alpha
-        self.prior = (prior_rate, prior_weight, memory)
-        self.segments: dict[tuple[str, str], _Segment] = {}
-
-    def _segment(self, result: LabResult) -> _Segment:
-        key = (result.category, result.test_item)
-        segment = self.segments.get(key)
-        if segment is None:
-            segment = self.segments[key] = _Segment(history=RateEstimate(*self.prior))
-        return segment
-
-    def _trim(self, segment: _Segment, now: datetime) -> None:
-        horizon = now - self.window
-        while segment.fails and segment.fails[0].sampled_at < horizon:
-            segment.fails.popleft()
-        while segment.seen and segment.seen[0][0] < horizon:
-            _, failed = segment.seen.popleft()
-            segment.history.learn(failed)
+        self.usual = BaselineRates(prior_rate, prior_weight, memory)
+        self.segments: dict[tuple[str, str], FailureScan] = {}
+        self.last_p: dict[tuple[str, str], float] = {}
 
     def learn_one(self, result: LabResult) -> None:
-        segment = self._segment(result)
+        key = (result.category, result.test_item)
+        scan = self.segments.get(key)
+        if scan is None:
+            scan = self.segments[key] = FailureScan(self.window)
         failed = result.failing
-        segment.seen.append((result.sampled_at, failed))
-        if failed:
-            segment.fails.append(result)
-        self._trim(segment, result.sampled_at)
-
-    def _tail(self, segment: _Segment, fails: int, results: int) -> float:
-        return float(poisson.sf(fails - 1, segment.history.rate * results))
+        scan.add(result.sampled_at, self.usual.rate(key), failed, result)
+        self.usual.learn(key, failed)
 
     def score_one(self, result: LabResult) -> float:
-        segment = self.segments.get((result.category, result.test_item))
-        if segment is None or not result.failing:
-            return 0.0
-        cities = {r.city for r in segment.fails} | {result.city}
-        return min(1.0, len(cities) / self.min_cities) * (1 - self._tail(segment, len(segment.fails) + 1, len(segment.seen) + 1))
+        return 1 - self.last_p.get((result.category, result.test_item), 1.0) if result.failing else 0.0
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
+        return []  # judged after learning, in process_one: the new failure belongs to the run
+
+    def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
+        self.learn_one(result)
         if not result.failing:
             return []
-        segment = self._segment(result)
-        self._trim(segment, result.sampled_at)
-        cluster = [r for r in segment.fails if r.sampled_at <= result.sampled_at] + [result]
-        cities = sorted({r.city for r in cluster})
-        if len(cities) < self.min_cities:
+        key = (result.category, result.test_item)
+        scan = self.segments[key]
+        fails = scan.payloads()
+        spans, cities = [False] * len(fails), set()
+        for j in range(len(fails) - 1, -1, -1):  # a run from failure j spans the cities of j and every later failure
+            cities.add(fails[j].city)
+            spans[j] = len(cities) >= self.min_cities
+        cluster = scan.cluster(min_failures=self.min_cities, eligible=spans)
+        self.last_p[key] = cluster.p_value if cluster else 1.0
+        if cluster is None or cluster.p_value >= self.alpha:
             return []
-        results = len(segment.seen) + 1
-        tail = self._tail(segment, len(cluster), results)
-        if tail >= self.alpha:
-            return []
-        rate = segment.history.rate
+        return [self._firing(result, cluster, fails[cluster.start :], now)]
+
+    def _firing(self, result: LabResult, cluster: FailureCluster, evidence: list[LabResult], now: datetime) -> Alert:
+        cities = sorted({r.city for r in evidence})
         names_en = ", ".join(city_name(c) for c in cities)
         names_zh = "、".join(city_name(c, "zh") for c in cities)
-        days = self.window.days
+        days = max(1, round((max(r.sampled_at for r in evidence) - min(r.sampled_at for r in evidence)).total_seconds() / 86400))
         severity = Severity.SERIOUS if len(cities) >= self.min_cities + 2 else Severity.POTENTIALLY_SERIOUS
         where_en = segment_text(result.category, result.test_item, None)
         where_zh = segment_text(result.category, result.test_item, None, "zh")
-        return [
-            firing(
-                self.name,
-                f"{result.category}|{result.test_item}",
-                severity=severity,
-                score=min(1.0, 1 - tail),
-                title=f"Same hazard in {len(cities)} cities: {where_en}",
-                title_zh=f"{names_zh}等{len(cities)}市同时出现{where_zh}不合格",
-                explanation=(
-                    f"{len(cluster)} failing results in {len(cities)} cities ({names_en}) within {days} days, out of {results} tested; "
-                    f"at the usual failure rate of {100 * rate:.2f} % about {rate * results:.1f} would be expected "
-                    f"(chance of this many or more: {tail:.1g})."
-                ),
-                explanation_zh=(
-                    f"{days}天内{names_zh}共{len(cities)}市检出{len(cluster)}批次不合格(共检{results}批次);"
-                    f"按通常不合格率{100 * rate:.2f}%仅应约{rate * results:.1f}批次(偶然出现的概率{tail:.1g})。"
-                ),
-                category=result.category,
-                test_item=result.test_item,
-                evidence=cluster,
-                now=now,
-            )
-        ]
+        return firing(
+            self.name,
+            f"{result.category}|{result.test_item}",
+            severity=severity,
+            score=1 - cluster.p_value,
+            title=f"Same hazard in {len(cities)} cities: {where_en}",
+            title_zh=f"{names_zh}等{len(cities)}市同时出现{where_zh}不合格",
+            explanation=(
+                f"{cluster.failures} failing results in {len(cities)} cities ({names_en}) sampled within {days} days, "
+                f"out of the last {cluster.results} tested; at the usual failure rate about {cluster.expected:.2g} would be expected "
+                f"(chance of this many or more: {cluster.p_value:.1g})."
+            ),
+            explanation_zh=(
+                f"{names_zh}共{len(cities)}市在{days}天内抽取的样品中检出{cluster.failures}批次不合格(近{cluster.results}批次);"
+                f"按通常不合格率仅应约{cluster.expected:.2g}批次(偶然出现的概率{cluster.p_value:.1g})。"
+            ),
+            category=result.category,
+            test_item=result.test_item,
+            evidence=evidence,
+            now=now,
+        )
 
     def reset(self) -> None:
         self.segments.clear()
+        self.usual.clear()
+        self.last_p.clear()

@@ -1,31 +1,24 @@
-"""A rising failure rate in a category, per city and across the alliance (Bernoulli CUSUM).
+"""A rising failure rate in a category, per city and across the alliance (a prospective scan statistic).
 
-The in-control rate p0 is the segment's own history (exponential forgetting, with a prior
-so that a new segment starts sensible). Each result adds its log-likelihood ratio of
-"rate is ``ratio`` × p0" against "rate is p0"; the CUSUM signals when the evidence passes h.
+The expectation is the category's own history, item by item: every result adds the usual
+failure rate of its test item in the category (exponential forgetting, with a prior so that a
+new item starts sensible), so that an item that often fails does not make a rarely failing one
+look normal. The failures of the last ``window`` are scanned for the most improbable recent run
+(``FailureScan``, the scan-statistic equivalent of a Bernoulli CUSUM that needs no assumed
+size of the rise): a run of at least ``min_failures`` with a p-value below ``alpha`` fires.
+Results that are part of an alerting run do not teach the usual rates, so an ongoing rise is
+not learned as normal.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
-from detectors.univariate import RateEstimate
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan
 from schemas.results import Alert, LabResult, Severity
 
 ALLIANCE = "*"
-
-
-@dataclass(slots=True)
-class _Rate:
-    usual: RateEstimate
-    s: float = 0.0
-    recent_fails: deque = field(default_factory=lambda: deque(maxlen=20))
-    since_reset: int = 0
-    fails_since_reset: int = 0
 
 
 class FailureRateTrend(Detector):
@@ -33,96 +26,85 @@ class FailureRateTrend(Detector):
 
     def __init__(
         self,
+        window: timedelta = timedelta(days=30),
+        min_failures: int = 3,
+        alpha: float = 1e-5,
         prior_rate: float = 0.005,
         prior_weight: float = 400.0,
         memory: float = 3000.0,
-        ratio: float = 4.0,
-        h: float = 5.5,
-        min_rate: float = 0.002,
     ) -> None:
-        self.prior = (prior_rate, prior_weight, memory)
-        self.ratio, self.h, self.min_rate = ratio, h, min_rate
-        self.segments: dict[tuple[str, str], _Rate] = {}
+        self.window, self.min_failures, self.alpha = window, min_failures, alpha
+        self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
+        self.segments: dict[tuple[str, str], FailureScan] = {}
+        self.last_p: dict[tuple[str, str], float] = {}
 
     def _keys(self, result: LabResult) -> tuple[tuple[str, str], tuple[str, str]]:
         return (result.category, result.city), (result.category, ALLIANCE)
 
-    def _state(self, key: tuple[str, str]) -> _Rate:
-        state = self.segments.get(key)
-        if state is None:
-            state = self.segments[key] = _Rate(RateEstimate(*self.prior))
-        return state
-
-    def _llr(self, state: _Rate, failed: bool) -> tuple[float, float, float]:
-        p0 = max(self.min_rate, state.usual.rate)
-        p1 = min(0.5, self.ratio * p0)
-        return (math.log(p1 / p0) if failed else math.log((1 - p1) / (1 - p0))), p0, p1
-
     def learn_one(self, result: LabResult) -> None:
-        failed = result.failing
+        failed, item = result.failing, (result.category, result.test_item)
+        rate = self.usual.rate(item)
+        alerting = False
         for key in self._keys(result):
-            state = self._state(key)
-            llr, _, _ = self._llr(state, failed)
-            state.s = max(0.0, state.s + llr)
-            state.since_reset += 1
-            state.fails_since_reset += failed
-            if failed:
-                state.recent_fails.append(result)
-            if state.s > self.h:  # signalled (see alerts_for): start a fresh run
-                state.s, state.since_reset, state.fails_since_reset = 0.0, 0, 0
-            if state.s == 0.0:
-                state.since_reset, state.fails_since_reset = 0, 0
-            state.usual.learn(failed)
+            scan = self.segments.get(key)
+            if scan is None:
+                scan = self.segments[key] = FailureScan(self.window)
+            scan.add(result.sampled_at, rate, failed, result)
+            alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
+        if not alerting:
+            self.usual.learn(item, failed)
 
     def score_one(self, result: LabResult) -> float:
-        state = self.segments.get(self._keys(result)[0])
-        if state is None:
-            return 0.0
-        llr, _, _ = self._llr(state, result.failing)
-        return min(1.0, max(0.0, state.s + llr) / self.h)
+        return 1 - self.last_p.get(self._keys(result)[0], 1.0) if result.failing else 0.0
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
+        return []  # judged after learning, in process_one: the new failure belongs to the run
+
+    def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
+        self.learn_one(result)
         if not result.failing:
-            return []  # only a failure can push the CUSUM over its limit
+            return []
         alerts = []
-        for category, city in self._keys(result):
-            state = self.segments.get((category, city))
-            if state is None:
-                continue
-            llr, p0, _ = self._llr(state, True)
-            s = max(0.0, state.s + llr)
-            if s <= self.h:
-                continue
-            run, fails = state.since_reset + 1, state.fails_since_reset + 1
-            observed = fails / run
-            evidence = list(state.recent_fails)[-min(fails - 1, 19) or len(state.recent_fails) :] if fails > 1 else []
-            evidence.append(result)
-            place = None if city == ALLIANCE else city
-            where_en, where_zh = segment_text(category, None, place), segment_text(category, None, place, "zh")
-            severity = Severity.POTENTIALLY_SERIOUS if observed >= 5 * p0 and fails >= 5 else Severity.NOT_SERIOUS
-            alerts.append(
-                firing(
-                    self.name,
-                    f"{category}|{city}",
-                    severity=severity,
-                    score=min(1.0, observed / max(p0 * self.ratio * 2, 1e-9)),
-                    title=f"Failure rate rising: {where_en}",
-                    title_zh=f"{where_zh}不合格率上升",
-                    explanation=(
-                        f"{fails} of the last {run} results failed ({100 * observed:.1f} %), against a usual rate of {100 * p0:.2f} %. "
-                        f"The CUSUM of the evidence for a {self.ratio:g}× higher rate reached {s:.1f} (limit {self.h:g})."
-                    ),
-                    explanation_zh=(
-                        f"近{run}项结果中{fails}项不合格({100 * observed:.1f}%),通常不合格率为{100 * p0:.2f}%;"
-                        f"累积和(CUSUM)统计量{s:.1f}超过控制限{self.h:g}。"
-                    ),
-                    category=category,
-                    cities=[result.city] if place else None,
-                    evidence=evidence,
-                    now=now,
-                )
-            )
+        for key in self._keys(result):
+            scan = self.segments[key]
+            cluster = scan.cluster(min_failures=self.min_failures)
+            self.last_p[key] = cluster.p_value if cluster else 1.0
+            if cluster is not None and cluster.p_value < self.alpha:
+                alerts.append(self._firing(key, result, cluster, scan.payloads(cluster.start), now))
         return alerts
+
+    def _firing(self, key: tuple[str, str], result: LabResult, cluster: FailureCluster, evidence: list[LabResult], now: datetime) -> Alert:
+        category, city = key
+        place = None if city == ALLIANCE else city
+        where_en, where_zh = segment_text(category, None, place), segment_text(category, None, place, "zh")
+        observed = cluster.failures / cluster.results
+        usual = cluster.expected / cluster.results
+        items = sorted({r.test_item for r in evidence})
+        severity = Severity.POTENTIALLY_SERIOUS if cluster.failures >= 5 * cluster.expected and cluster.failures >= 5 else Severity.NOT_SERIOUS
+        return firing(
+            self.name,
+            f"{category}|{city}",
+            severity=severity,
+            score=1 - cluster.p_value,
+            title=f"Failure rate rising: {where_en}",
+            title_zh=f"{where_zh}不合格率上升",
+            explanation=(
+                f"{cluster.failures} of the last {cluster.results} results failed ({100 * observed:.1f} %; items: {', '.join(items)}), "
+                f"against a usual rate of {100 * usual:.2f} % for these items, that is about {cluster.expected:.2g} failures expected "
+                f"(chance of this many or more: {cluster.p_value:.1g})."
+            ),
+            explanation_zh=(
+                f"近{cluster.results}项结果中{cluster.failures}项不合格({100 * observed:.1f}%),这些项目通常不合格率为{100 * usual:.2f}%,"
+                f"仅应约{cluster.expected:.2g}项(偶然出现的概率{cluster.p_value:.1g})。"
+            ),
+            category=category,
+            test_item=items[0] if len(items) == 1 else None,
+            cities=[result.city] if place else None,
+            evidence=evidence,
+            now=now,
+        )
 
     def reset(self) -> None:
         self.segments.clear()
+        self.usual.clear()
+        self.last_p.clear()

@@ -1,28 +1,22 @@
 """One manufacturer failing repeatedly: in several batches or several cities within a window.
 
-Per category × manufacturer (its unified social credit code, else its name), the results of
-the last ``window`` are kept. It fires when at least ``min_batches`` distinct samples failed
-and that many failures among the maker's results is improbable under the category's usual
-failure rate (binomial tail below ``alpha``): a repeat offender, not bad luck.
+Per category × manufacturer (its unified social credit code, else its name), the maker's
+failures of the last ``window`` are scanned for the most improbable recent run of them
+(``FailureScan``), each of its results weighed by the usual failure rate of its test item in
+the category: a maker failing twice on an item that hardly ever fails is a repeat offender, a
+maker failing twice on an item that often fails may be bad luck. A maker under alert does not
+teach those usual rates, so one offender does not hide the next. It fires when the run holds
+at least ``min_batches`` distinct samples and its p-value is below ``alpha``.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from scipy.stats import binom
-
 from detectors.base import Detector, firing
-from detectors.univariate import RateEstimate
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan
 from schemas.catalogue import category_name, city_name
 from schemas.results import Alert, LabResult, Manufacturer, Severity
-
-
-@dataclass(slots=True)
-class _Maker:
-    results: deque = field(default_factory=deque)  # (sampled_at, failed, result)
 
 
 class ManufacturerRecurrence(Detector):
@@ -32,96 +26,90 @@ class ManufacturerRecurrence(Detector):
         self,
         window: timedelta = timedelta(days=180),
         min_batches: int = 2,
-        alpha: float = 1e-4,
+        alpha: float = 1e-5,
         prior_rate: float = 0.005,
         prior_weight: float = 400.0,
         memory: float = 5000.0,
     ) -> None:
         self.window, self.min_batches, self.alpha = window, min_batches, alpha
-        self.prior = (prior_rate, prior_weight, memory)
-        self.makers: dict[tuple[str, str], _Maker] = {}
-        self.category_rate: dict[str, RateEstimate] = {}
+        self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
+        self.makers: dict[tuple[str, str], FailureScan] = {}
+        self.last_p: dict[tuple[str, str], float] = {}
 
     @staticmethod
     def _key(result: LabResult) -> tuple[str, str] | None:
         maker = result.manufacturer_uscc or result.manufacturer_name
         return (result.category, maker) if maker else None
 
-    def _rate(self, category: str) -> float:
-        estimate = self.category_rate.get(category)
-        return estimate.rate if estimate is not None else RateEstimate(*self.prior).rate
-
     def learn_one(self, result: LabResult) -> None:
-        failed = result.failing
-        self.category_rate.setdefault(result.category, RateEstimate(*self.prior)).learn(failed)
+        failed, item = result.failing, (result.category, result.test_item)
         key = self._key(result)
-        if key is None:
-            return
-        maker = self.makers.get(key)
-        if maker is None:
-            maker = self.makers[key] = _Maker()
-        maker.results.append((result.sampled_at, failed, result))
-        horizon = result.sampled_at - self.window
-        while maker.results and maker.results[0][0] < horizon:
-            maker.results.popleft()
-
-    def _window(self, result: LabResult) -> tuple[list[LabResult], int]:
-        key = self._key(result)
-        maker = self.makers.get(key) if key else None
-        horizon = result.sampled_at - self.window
-        entries = [e for e in (maker.results if maker else ()) if e[0] >= horizon]
-        fails = [r for _, failed, r in entries if failed]
-        return fails, len(entries)
+        if key is not None:
+            scan = self.makers.get(key)
+            if scan is None:
+                scan = self.makers[key] = FailureScan(self.window)
+            scan.add(result.sampled_at, self.usual.rate(item), failed, result)
+            if self.last_p.get(key, 1.0) < self.alpha:
+                return  # a maker under alert does not teach the item's usual rate: it would mask the next offender
+        self.usual.learn(item, failed)
 
     def score_one(self, result: LabResult) -> float:
-        if not result.failing or self._key(result) is None:
-            return 0.0
-        fails, n = self._window(result)
-        return 1 - float(binom.sf(len(fails), n + 1, self._rate(result.category)))
+        key = self._key(result)
+        return 1 - self.last_p.get(key, 1.0) if result.failing and key else 0.0
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        if not result.failing or self._key(result) is None:
+        return []  # judged after learning, in process_one: the new failure belongs to the run
+
+    def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
+        self.learn_one(result)
+        key = self._key(result)
+        if not result.failing or key is None:
             return []
-        earlier, n = self._window(result)
-        fails = earlier + [result]
+        scan = self.makers[key]
+        fails = scan.payloads()
+        enough, batches = [False] * len(fails), set()
+        for j in range(len(fails) - 1, -1, -1):  # a run from failure j holds the samples of j and every later failure
+            batches.add((fails[j].lab_id, fails[j].sample_id))
+            enough[j] = len(batches) >= self.min_batches
+        cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
+        self.last_p[key] = cluster.p_value if cluster else 1.0
+        if cluster is None or cluster.p_value >= self.alpha:
+            return []
+        return [self._firing(result, key[1], cluster, fails[cluster.start :], now)]
+
+    def _firing(self, result: LabResult, maker_id: str, cluster: FailureCluster, fails: list[LabResult], now: datetime) -> Alert:
         batches = {(r.lab_id, r.sample_id) for r in fails}
-        if len(batches) < self.min_batches:
-            return []
-        rate = self._rate(result.category)
-        tail = float(binom.sf(len(fails) - 1, n + 1, rate))
-        if tail >= self.alpha:
-            return []
         cities = sorted({r.city for r in fails})
         items = sorted({r.test_item for r in fails})
         severity = Severity.SERIOUS if len(cities) >= 2 and len(batches) >= 3 else Severity.POTENTIALLY_SERIOUS
         maker = result.manufacturer_name or result.manufacturer_uscc
         where_en = ", ".join(city_name(c) for c in cities)
         where_zh = "、".join(city_name(c, "zh") for c in cities)
-        return [
-            firing(
-                self.name,
-                f"{result.category}|{self._key(result)[1]}",
-                severity=severity,
-                score=min(1.0, 1 - tail),
-                title=f"{maker} failing repeatedly ({category_name(result.category)})",
-                title_zh=f"{maker}产品({category_name(result.category, 'zh')})多批次不合格",
-                explanation=(
-                    f"{len(batches)} batches of {maker} failed within {self.window.days} days "
-                    f"({len(fails)} failing results of {n + 1} tested; items: {', '.join(items)}) in {where_en}. "
-                    f"At the category's usual failure rate of {100 * rate:.2f} % the chance of this is {tail:.1g}."
-                ),
-                explanation_zh=(
-                    f"{self.window.days}天内{maker}共{len(batches)}批次产品不合格(检验{n + 1}项、不合格{len(fails)}项),"
-                    f"涉及{where_zh};按该类别通常不合格率{100 * rate:.2f}%,偶然出现的概率为{tail:.1g}。"
-                ),
-                category=result.category,
-                test_item=result.test_item if len(items) == 1 else None,
-                manufacturer=Manufacturer(result.manufacturer_name, result.manufacturer_uscc or None),
-                evidence=fails,
-                now=now,
-            )
-        ]
+        return firing(
+            self.name,
+            f"{result.category}|{maker_id}",
+            severity=severity,
+            score=1 - cluster.p_value,
+            title=f"{maker} failing repeatedly ({category_name(result.category)})",
+            title_zh=f"{maker}产品({category_name(result.category, 'zh')})多批次不合格",
+            explanation=(
+                f"{len(batches)} batches of {maker} failed within {self.window.days} days "
+                f"({cluster.failures} failing results of its last {cluster.results} tested; items: {', '.join(items)}) in {where_en}. "
+                f"At the usual failure rates of those items about {cluster.expected:.2g} would be expected; "
+                f"the chance of this is {cluster.p_value:.1g}."
+            ),
+            explanation_zh=(
+                f"{self.window.days}天内{maker}共{len(batches)}批次产品不合格(近{cluster.results}项检验中{cluster.failures}项不合格),"
+                f"涉及{where_zh};按这些项目通常的不合格率仅应约{cluster.expected:.2g}项,偶然出现的概率为{cluster.p_value:.1g}。"
+            ),
+            category=result.category,
+            test_item=result.test_item if len(items) == 1 else None,
+            manufacturer=Manufacturer(result.manufacturer_name, result.manufacturer_uscc or None),
+            evidence=fails,
+            now=now,
+        )
 
     def reset(self) -> None:
         self.makers.clear()
-        self.category_rate.clear()
+        self.usual.clear()
+        self.last_p.clear()

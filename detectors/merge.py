@@ -48,14 +48,6 @@ class AlertMerger:
         self.open[key] = merged
         return merged
 
-    def merge_all(self, firings: Iterable[Alert]) -> list[Alert]:
-        """Merged alerts of a batch, one (the latest version) per alert id, in first-firing order."""
-        latest: dict[str, Alert] = {}
-        for firing in firings:
-            alert = self.merge(firing)
-            latest[alert.alert_id] = alert
-        return list(latest.values())
-
     def restore(self, alerts: Iterable[Alert]) -> None:
         """Reopen stored alerts (after a restart) so that new firings merge into them."""
         for alert in alerts:

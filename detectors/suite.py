@@ -60,15 +60,26 @@ class DetectorSuite:
         return [d.name for d in self.detectors]
 
     def process(self, results: Iterable[LabResult], now: datetime) -> list[Alert]:
-        """Alerts raised or updated by these results (one version per alert id)."""
+        """Alerts raised or updated by these results (one version per alert id: the latest)."""
+        latest: dict[str, Alert] = {}
+        for alert in self.versions(results, now):
+            latest[alert.alert_id] = alert
+        return list(latest.values())
+
+    def versions(self, results: Iterable[LabResult], now: datetime) -> list[Alert]:
+        """Every version of the alerts these results raise or update, one per firing, in firing order.
+
+        ``process`` publishes only the latest of each; a benchmark needs the first, whose evidence
+        is what the alert was raised on.
+        """
         results = list(results)
         firings: list[Alert] = []
         for detector in self.detectors:
             firings.extend(detector.process_many(results, now))
-        merged = self.merger.merge_all(firings)
+        versions = [self.merger.merge(firing) for firing in firings]
         if results:  # alerts past every merge window can no longer merge: keep memory bounded
             self.merger.expire(max(r.sampled_at for r in results))
-        return merged
+        return versions
 
     def warm(self, results: Iterable[LabResult], now: datetime) -> None:
         """Learn from history without alerting (state rebuild after a restart or rebalance)."""

@@ -4,6 +4,7 @@
 - ``Cusum``: one-sided tabular CUSUM on standardised values (ISO 7870-4).
 - ``Ewma``: EWMA chart with exact time-varying limits (ISO 7870-6).
 - ``trend_test``: Mann-Kendall (Kendall's tau against time) with a Theil-Sen slope.
+- ``FailureScan``: the most improbable recent run of failures against expected rates.
 
 Each keeps just the state it needs, so that thousands of segments fit in memory.
 """
@@ -14,8 +15,10 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+import numpy as np
 from scipy import stats
 
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
@@ -187,3 +190,85 @@ class RateEstimate:
     @property
     def rate(self) -> float:
         return (self.fails + self.prior_rate * self.prior_weight) / (self.total + self.prior_weight)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureCluster:
+    """The most improbable recent run of failures: from ``start`` (an index into the failures) to now."""
+
+    start: int
+    failures: int
+    results: int  # results seen since the run's first failure, itself included
+    expected: float  # failures the baselines expected over those results
+    p_value: float  # Poisson tail of ``failures`` given ``expected``, Bonferroni-adjusted over the runs tried
+
+
+@dataclass(slots=True)
+class FailureScan:
+    """Failures of one stream in arrival order, scanned for the most improbable recent run (a prospective scan statistic).
+
+    Every result adds its baseline failure probability to a running total and every failure is
+    stamped with the total (and count) before it, so the expected number of failures since any
+    failure is one subtraction and passing results cost no memory. A run starting at each recent
+    failure is tested against its expectation; the smallest tail, multiplied by the number of runs
+    tried, is the cluster's p-value. Unlike a fixed window this catches a burst of two or three
+    failures as soon as they happen, and a slow accumulation over the whole ``window`` too.
+    """
+
+    window: timedelta
+    max_runs: int = 30  # the newest failures that may start a run
+    expected: float = 0.0
+    seen: int = 0
+    latest: datetime | None = None
+    failures: deque = field(default_factory=deque)  # (at, expected before, seen before, payload)
+
+    def add(self, at: datetime, probability: float, failed: bool, payload: object = None) -> None:
+        if failed:
+            self.failures.append((at, self.expected, self.seen, payload))
+        self.expected += probability
+        self.seen += 1
+        if self.latest is None or at > self.latest:
+            self.latest = at
+        horizon = self.latest - self.window
+        while self.failures and (self.failures[0][0] < horizon or len(self.failures) > self.max_runs):
+            self.failures.popleft()
+
+    def payloads(self, start: int = 0) -> list:
+        return [entry[3] for entry in list(self.failures)[start:]]
+
+    def cluster(self, min_failures: int = 2, eligible: Sequence[bool] | None = None) -> FailureCluster | None:
+        """The most improbable run of at least ``min_failures`` failures ending now; ``eligible`` masks the starts allowed."""
+        entries = list(self.failures)
+        starts = [j for j in range(len(entries) - min_failures + 1) if eligible is None or eligible[j]]
+        if not starts:
+            return None
+        counts = np.array([len(entries) - j for j in starts])
+        means = np.array([max(self.expected - entries[j][1], 1e-12) for j in starts])
+        tails = stats.poisson.sf(counts - 1, means)
+        best = int(np.argmin(tails))
+        j = starts[best]
+        p_value = min(1.0, float(tails[best]) * len(starts))
+        return FailureCluster(j, int(counts[best]), self.seen - entries[j][2], float(means[best]), p_value)
+
+
+class BaselineRates:
+    """The usual failure rate of every key (a category × test item), each a ``RateEstimate`` with one prior."""
+
+    __slots__ = ("prior", "rates")
+
+    def __init__(self, prior_rate: float = 0.005, prior_weight: float = 400.0, memory: float = 5000.0) -> None:
+        self.prior = (prior_rate, prior_weight, memory)
+        self.rates: dict[tuple, RateEstimate] = {}
+
+    def rate(self, key: tuple) -> float:
+        estimate = self.rates.get(key)
+        return estimate.rate if estimate is not None else self.prior[0]
+
+    def learn(self, key: tuple, failed: bool) -> None:
+        estimate = self.rates.get(key)
+        if estimate is None:
+            estimate = self.rates[key] = RateEstimate(*self.prior)
+        estimate.learn(failed)
+
+    def clear(self) -> None:
+        self.rates.clear()

@@ -121,7 +121,7 @@ def run_suite(results: list[LabResult], chunk_results: int, progress: Callable[[
     started = time.perf_counter()
     for start in range(0, len(results), chunk_results):
         batch = results[start : start + chunk_results]
-        for alert in suite.process(batch, batch[-1].published_at):
+        for alert in suite.versions(batch, batch[-1].published_at):  # the first version holds the evidence it was raised on
             run.first_versions.setdefault(alert.alert_id, alert)
             run.last_versions[alert.alert_id] = alert
         if progress is not None:

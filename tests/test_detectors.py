@@ -18,7 +18,7 @@ from detectors.merge import AlertMerger
 from detectors.multivariate import MultivariateAnomaly
 from detectors.silent_lab import SilentLab
 from detectors.suite import DetectorSuite
-from detectors.univariate import Cusum, Ewma, RobustBaseline, trend_test, z_to_score
+from detectors.univariate import Cusum, Ewma, FailureScan, RobustBaseline, trend_test, z_to_score
 from detectors.value_anomaly import ValueAnomaly
 from schemas.results import LabResult, Severity, result_id_for
 
@@ -97,6 +97,31 @@ def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
     assert trend_test([1.0] * 10).p_value == 1.0
 
 
+def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
+    burst, trickle = FailureScan(timedelta(days=30)), FailureScan(timedelta(days=30))
+    for n in range(3000):
+        at = T0 + timedelta(minutes=n)
+        burst.add(at, 0.001, n in (2990, 2993, 2999), n)
+        trickle.add(at, 0.001, n in (10, 1500, 2999), n)
+    found = burst.cluster(min_failures=3)
+    assert found.failures == 3 and found.results == 10 and found.expected == pytest.approx(0.01)
+    assert found.p_value < 1e-5 and burst.payloads(found.start) == [2990, 2993, 2999]
+    assert trickle.cluster(min_failures=3).p_value > 0.1
+    assert trickle.cluster(min_failures=4) is None
+    # the p-value is the Poisson tail times the runs tried: only eligible starts count
+    two = burst.cluster(min_failures=2, eligible=[False, True, True])
+    assert two.start == 1 and two.p_value == pytest.approx(1 - math.exp(-0.007) * (1 + 0.007), rel=1e-6)
+    best = burst.cluster(min_failures=2)
+    assert best.start == 0 and best.p_value == pytest.approx(2 * (1 - math.exp(-0.01) * (1 + 0.01 + 0.01**2 / 2)), rel=1e-6)
+
+
+def test_failure_scan_forgets_failures_older_than_its_window():
+    scan = FailureScan(timedelta(days=1))
+    scan.add(T0, 0.01, True, "old")
+    scan.add(T0 + timedelta(days=2), 0.01, True, "new")
+    assert scan.payloads() == ["new"] and scan.seen == 2
+
+
 def test_algorithm_a_is_robust_to_one_outlying_lab():
     x, s = algorithm_a([10.1, 9.9, 10.0, 10.2, 9.8, 10.05, 30.0])
     assert x == pytest.approx(10.0, abs=0.2) and s < 1.0
@@ -148,6 +173,23 @@ def test_failure_rate_fires_when_failures_bunch_up_in_one_city():
     alerts = run(detector, burst)
     assert {a.signal for a in alerts} >= {"food/grain_products/rice|zibo"}
     assert "failed" in alerts[0].explanation and "usual rate" in alerts[0].explanation
+
+
+def test_failure_rate_weighs_each_item_by_its_own_usual_rate():
+    rng = random.Random(9)
+    usual = []
+    for n in range(3000):  # lead fails one time in ten, cadmium hardly ever
+        usual.append(result(2 * n, 0.5 if rng.random() < 0.1 else 0.05, test_item="lead", city=CITIES[n % 7], sample_id=f"U{n}"))
+        usual.append(result(2 * n + 1, 0.05, city=CITIES[n % 7], sample_id=f"U{n}"))
+    detector = FailureRateTrend()
+    for r in usual[:4000]:  # history, as a worker warms up from ClickHouse
+        detector.learn_one(r)
+    assert run(detector, usual[4000:]) == []
+    lead = [result(6000 + n, 0.5, test_item="lead", sample_id=f"L{n}") for n in range(3)]
+    assert run(detector, lead) == []  # three lead failures in a row are not that unusual at 10 %
+    cadmium = [result(6010 + n, 0.5, sample_id=f"C{n}") for n in range(3)]
+    alerts = run(detector, cadmium)
+    assert alerts and alerts[-1].test_item == "cadmium" and "items: cadmium" in alerts[-1].explanation
 
 
 def test_cross_city_cluster_needs_several_cities_at_once():
