@@ -80,7 +80,9 @@ class FailureRateTrend(Detector):
         observed = cluster.failures / cluster.results
         usual = cluster.expected / cluster.results
         items = sorted({r.test_item for r in evidence})
-        severity = Severity.POTENTIALLY_SERIOUS if cluster.failures >= 5 * cluster.expected and cluster.failures >= 5 else Severity.NOT_SERIOUS
+        severity = (
+            Severity.POTENTIALLY_SERIOUS if cluster.failures >= 5 * cluster.expected and cluster.failures >= 5 else Severity.NOT_SERIOUS
+        )
         return firing(
             self.name,
             f"{category}|{city}",

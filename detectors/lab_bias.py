@@ -1,17 +1,17 @@
 """A lab whose values disagree with its peers on the same category × test item (ISO 13528).
 
-Labs do not test split samples here, and each samples its own city's market, so comparing raw
-levels would blame a lab for its region's makers. Each value is therefore compared with the
-same manufacturer's values measured by *other* labs: the residual log(value / limit) minus
-the maker's mean level at the other labs. A lab's recent mean residual is its "participant
-result" (ISO 13528's x_i); a calibration bias shifts every residual alike. The assigned value
-and the standard deviation for proficiency assessment come from Algorithm A (ISO 13528
-C.3.1) over all labs' means, so that the lab under suspicion cannot drag them. σ_pt never
-falls below the lab's own sampling error, because labs sample different shops and makers.
-z = (x_lab − x*) / σ_pt; |z| ≥ 2 is questionable and |z| ≥ 3 unsatisfactory. It fires on
-|z| ≥ ``alert_z`` (3.5: each lab is assessed continually on many segments, so ISO's 3 would
-page people weekly by chance) with a bias of at least ``min_factor``, persisting over
-``persistence`` successive evaluations.
+Labs do not test split samples here, so each new value of a lab is compared with its peers'
+current level on the same category × item: the median of the other labs' rolling medians of
+log(value / limit), in units of the labs' typical within-lab spread. That standardised
+difference feeds a two-sided CUSUM per lab (ISO 13528:2022 §10.3 suggests CUSUM charts of
+scores to follow a participant over time; ISO 7870-4 gives the chart): a calibration bias
+shifts every difference alike and the CUSUM accumulates it within a few dozen results, while
+the slack ``k`` absorbs the small, lasting differences that come from labs sampling different
+markets. Differences are capped at ``z_cap`` so that one wild value cannot fire it alone.
+
+The alert reports the lab's ISO 13528 z-score as well: its mean difference from the peers
+over its recent results against the robust mean and standard deviation of all labs' means
+(Algorithm A, C.3.1), |z| ≥ 2 questionable and ≥ 3 unsatisfactory.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import deque
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
-from detectors.univariate import fstdev
+from detectors.univariate import Cusum, RobustBaseline, fstdev
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -42,141 +42,164 @@ def algorithm_a(values: list[float], tolerance: float = 1e-6, max_rounds: int = 
     return x, s
 
 
+class _Lab:
+    """One lab on one segment: its rolling level, its recent differences from peers, its two CUSUMs."""
+
+    __slots__ = ("level", "differences", "high", "low")
+
+    def __init__(self, window: int, k: float, h: float) -> None:
+        self.level = RobustBaseline(window)
+        self.differences: deque = deque(maxlen=window)  # (difference from peers in log units, z, result)
+        self.high, self.low = Cusum(k, h), Cusum(k, h)
+
+
 class LabBias(Detector):
     name = "lab_bias"
 
     def __init__(
         self,
-        window: int = 40,
+        window: int = 60,
         min_results: int = 15,
         min_labs: int = 4,
-        evaluate_every: int = 10,
+        k: float = 0.5,
+        h: float = 12.0,
+        z_cap: float = 2.5,
+        maker_prior: float = 6.0,
         unsatisfactory: float = 3.0,
         questionable: float = 2.0,
-        alert_z: float = 3.5,
-        persistence: int = 3,
-        min_factor: float = 1.4,
     ) -> None:
-        self.window, self.min_results, self.min_labs, self.evaluate_every = window, min_results, min_labs, evaluate_every
-        self.unsatisfactory, self.questionable, self.persistence = unsatisfactory, questionable, persistence
-        # Stricter than ISO's 3 for alerting: every lab is assessed continually on dozens of segments.
-        self.alert_z = alert_z
-        self.min_effect = math.log(min_factor)  # a smaller bias is within what labs may differ by
-        self.values: dict[tuple[str, str], dict[str, deque]] = {}  # segment → lab → (residual, result)
-        self.makers: dict[tuple[str, str, str], deque] = {}  # segment + maker → (lab, level)
-        self.pending: dict[tuple[str, str], int] = {}
-        self.strikes: dict[tuple[str, str, str], int] = {}
-        self.last_z: dict[tuple[str, str, str], float] = {}
+        self.window, self.min_results, self.min_labs = window, min_results, min_labs
+        self.k, self.h, self.z_cap, self.maker_prior = k, h, z_cap, maker_prior
+        self.makers: dict[tuple[str, str, str], deque] = {}  # segment + maker → (lab, difference from peers)
+        self.unsatisfactory, self.questionable = unsatisfactory, questionable
+        self.values: dict[tuple[str, str], dict[str, _Lab]] = {}  # segment → lab → state
 
-    def learn_one(self, result: LabResult) -> None:
+    def _peers(self, labs: dict[str, _Lab], lab_id: str) -> tuple[float, float] | None:
+        """The peers' level (median of their medians) and the labs' typical spread, once enough labs have enough results."""
+        peers = [lab.level for other, lab in labs.items() if other != lab_id and len(lab.level) >= self.min_results]
+        if len(peers) + 1 < self.min_labs:
+            return None
+        return statistics.median(p.median for p in peers), statistics.median(p.scale for p in peers)
+
+    def _update(self, result: LabResult) -> bool:
+        """Learn the result; True when one of its lab's CUSUMs signals."""
         level = log_level(result)
-        maker_id = result.manufacturer_uscc or result.manufacturer_name
-        if level is None or not maker_id:
-            return
-        key = (result.category, result.test_item)
-        maker = self.makers.get((*key, maker_id))
-        if maker is None:
-            maker = self.makers[(*key, maker_id)] = deque(maxlen=self.window)
-        others = [lv for lab_id, lv in maker if lab_id != result.lab_id]
-        maker.append((result.lab_id, level))
-        if len(others) < 2:
-            return  # nothing to compare with yet
-        labs = self.values.setdefault(key, {})
+        if level is None:
+            return False
+        labs = self.values.setdefault((result.category, result.test_item), {})
         lab = labs.get(result.lab_id)
         if lab is None:
-            lab = labs[result.lab_id] = deque(maxlen=self.window)
-        lab.append((level - statistics.fmean(others), result))
-        self.pending[key] = self.pending.get(key, 0) + 1
+            lab = labs[result.lab_id] = _Lab(self.window, self.k, self.h)
+        peers = self._peers(labs, result.lab_id)
+        lab.level.learn_one(level)
+        if peers is None:
+            return False
+        reference, scale = peers
+        difference = level - reference - self._maker_offset(result, level - reference)
+        z = max(-self.z_cap, min(self.z_cap, difference / scale))
+        lab.differences.append((difference, z, result))
+        return lab.high.update(z) | lab.low.update(-z)
+
+    def _maker_offset(self, result: LabResult, difference: float) -> float:
+        """How far this maker's products usually sit from the peers' level, as other labs measured them.
+
+        Labs sample their own city's makers most, so a lab's market would show as a bias unless
+        its makers are accounted for. The mean of the other labs' differences for this maker on
+        this item, shrunk towards 0 by ``maker_prior`` pseudo-results (a few measurements say
+        little about a maker); the result then joins them. Only the same item counts: a maker's
+        quality need not move every hazard alike.
+        """
+        maker_id = result.manufacturer_uscc or result.manufacturer_name
+        if not maker_id:
+            return 0.0
+        key = (result.category, result.test_item, maker_id)
+        seen = self.makers.get(key)
+        if seen is None:
+            seen = self.makers[key] = deque(maxlen=self.window)
+        others = [d for lab_id, d in seen if lab_id != result.lab_id]
+        seen.append((result.lab_id, difference))
+        return sum(others) / (len(others) + self.maker_prior)
+
+    def learn_one(self, result: LabResult) -> None:
+        self._update(result)
 
     def score_one(self, result: LabResult) -> float:
-        z = self.last_z.get((result.category, result.test_item, result.lab_id), 0.0)
-        return min(1.0, abs(z) / (2 * self.unsatisfactory))
+        lab = self.values.get((result.category, result.test_item), {}).get(result.lab_id)
+        return min(1.0, max(lab.high.s, lab.low.s) / self.h) if lab else 0.0
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        return []
+        return []  # judged after learning, in process_one
 
     def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
-        self.learn_one(result)
+        if not self._update(result):
+            return []
         key = (result.category, result.test_item)
-        return (
-            self._evaluate(key, now) if self.pending.get(key, 0) >= self.evaluate_every else []
-        )  # judged per segment in flush, once enough new results have come in
+        lab = self.values[key][result.lab_id]
+        chart = lab.high if lab.high.s > self.h else lab.low
+        run = max(1, min(chart.run, len(lab.differences)))
+        alert = self._firing(key, result.lab_id, lab, run, higher=chart is lab.high, now=now)
+        lab.high.reset()
+        lab.low.reset()
+        return [alert]
 
-    def z_scores(self, category: str, test_item: str) -> dict[str, float]:
-        """ISO 13528 z-score of every lab with enough results on this category × item."""
-        return {lab: z for lab, (z, _) in self._scores(category, test_item).items()}
-
-    def _scores(self, category: str, test_item: str) -> dict[str, tuple[float, float]]:
-        """lab → (z-score, deviation of its mean from the assigned value)."""
-        labs = {lab: [lv for lv, _ in values] for lab, values in self.values.get((category, test_item), {}).items()}
-        labs = {lab: levels for lab, levels in labs.items() if len(levels) >= self.min_results}
-        if len(labs) < self.min_labs:
+    def z_scores(self, category: str, test_item: str, min_results: int | None = None) -> dict[str, float]:
+        """ISO 13528 z-score of every lab with enough results (``min_results``, by default the detector's) on this category × item."""
+        least = self.min_results if min_results is None else min_results
+        means = {
+            lab_id: statistics.fmean(d for d, _, _ in lab.differences)
+            for lab_id, lab in self.values.get((category, test_item), {}).items()
+            if len(lab.differences) >= least
+        }
+        if len(means) < self.min_labs:
             return {}
-        means = {lab: statistics.fmean(levels) for lab, levels in labs.items()}
         x_star, s_star = algorithm_a(list(means.values()))
-        within = statistics.median(fstdev(levels) for levels in labs.values())
-        return {lab: ((means[lab] - x_star) / max(s_star, within / math.sqrt(len(labs[lab])), 1e-9), means[lab] - x_star) for lab in labs}
+        spreads = [
+            fstdev([d for d, _, _ in lab.differences]) for lab in self.values[(category, test_item)].values() if len(lab.differences) >= 2
+        ]
+        within = statistics.median(spreads) / math.sqrt(self.window) if spreads else 0.0
+        return {lab_id: (mean - x_star) / max(s_star, within, 1e-9) for lab_id, mean in means.items()}
 
-    def flush(self, now: datetime) -> list[Alert]:
-        """Evaluate every segment with enough new results (the live path does this per result)."""
-        alerts: list[Alert] = []
-        for key, count in list(self.pending.items()):
-            if count >= self.evaluate_every:
-                alerts.extend(self._evaluate(key, now))
-        return alerts
-
-    def _evaluate(self, key: tuple[str, str], now: datetime) -> list[Alert]:
-        self.pending[key] = 0
-        alerts: list[Alert] = []
-        for lab, (z, deviation) in self._scores(*key).items():
-            strike_key = (*key, lab)
-            self.last_z[strike_key] = z
-            unsatisfactory = abs(z) >= self.alert_z and abs(deviation) >= self.min_effect
-            self.strikes[strike_key] = self.strikes.get(strike_key, 0) + 1 if unsatisfactory else 0
-            if self.strikes[strike_key] >= self.persistence:
-                alerts.append(self._firing(key, lab, z, now))
-        return alerts
-
-    def _firing(self, key: tuple[str, str], lab: str, z: float, now: datetime) -> Alert:
+    def _firing(self, key: tuple[str, str], lab_id: str, lab: _Lab, run: int, *, higher: bool, now: datetime) -> Alert:
         category, test_item = key
-        values = self.values[key][lab]
-        results = [r for _, r in values]
-        peers = {other: statistics.fmean(lv for lv, _ in v) for other, v in self.values[key].items() if len(v) >= self.min_results}
-        own = peers.pop(lab)
-        peer_median = statistics.median(peers.values())
-        factor = math.exp(own - peer_median)
-        direction_en = "higher" if z > 0 else "lower"
-        direction_zh = "偏高" if z > 0 else "偏低"
+        recent = list(lab.differences)[-run:]
+        results = [r for _, _, r in recent]
+        factor = math.exp(statistics.fmean(d for d, _, _ in recent))
+        iso_z = self.z_scores(category, test_item, min_results=min(self.min_results, 5)).get(lab_id)  # a fast signal may come early
+        iso_en = (
+            f"; ISO 13528 z-score {iso_z:+.1f} (|z| ≥ {self.questionable:g} questionable, ≥ {self.unsatisfactory:g} unsatisfactory)"
+            if iso_z is not None
+            else ""
+        )
+        iso_zh = (
+            f";ISO 13528 z比分数{iso_z:+.1f}(|z|≥{self.questionable:g}为可疑,≥{self.unsatisfactory:g}为不满意)" if iso_z is not None else ""
+        )
+        direction_en, direction_zh = ("higher", "偏高") if higher else ("lower", "偏低")
         city = results[-1].city
         where_en, where_zh = segment_text(category, test_item, None), segment_text(category, test_item, None, "zh")
+        peers = sum(1 for other, state in self.values[key].items() if other != lab_id and len(state.level) >= self.min_results)
         return firing(
             self.name,
-            f"{category}|{test_item}|{lab}",
+            f"{category}|{test_item}|{lab_id}",
             severity=Severity.POTENTIALLY_SERIOUS,
-            score=min(1.0, abs(z) / (2 * self.unsatisfactory)),
-            title=f"Lab {lab} reads {direction_en} than its peers: {where_en}",
-            title_zh=f"检验机构{lab}({city_name(city, 'zh')}){where_zh}检测值系统性{direction_zh}",
+            score=min(1.0, abs(iso_z) / (2 * self.unsatisfactory)) if iso_z is not None else 0.5,
+            title=f"Lab {lab_id} reads {direction_en} than its peers: {where_en}",
+            title_zh=f"检验机构{lab_id}({city_name(city, 'zh')}){where_zh}检测值系统性{direction_zh}",
             explanation=(
-                f"Over its last {len(results)} results lab {lab} ({city_name(city)}) measured {where_en} about {factor:.2f}× "
-                f"the level of its {len(peers)} peers; ISO 13528 z-score {z:+.1f} (|z| ≥ {self.questionable:g} questionable, "
-                f"≥ {self.unsatisfactory:g} unsatisfactory; alert at {self.alert_z:g}) in {self.persistence} successive evaluations. "
+                f"Over its last {len(results)} results lab {lab_id} ({city_name(city)}) measured {where_en} about {factor:.2f}× "
+                f"the level of its {peers} peers; the CUSUM of its standardised differences from them passed {self.h:g}{iso_en}. "
                 "Check calibration, or whether this lab samples a different market."
             ),
             explanation_zh=(
-                f"检验机构{lab}近{len(results)}项结果约为其他{len(peers)}家机构水平的{factor:.2f}倍,"
-                f"ISO 13528 z比分数{z:+.1f}(|z|≥{self.questionable:g}为可疑,≥{self.unsatisfactory:g}为不满意),"
-                f"连续{self.persistence}次评价不满意。请核查仪器校准或抽样市场差异。"
+                f"检验机构{lab_id}近{len(results)}项结果约为其他{peers}家机构水平的{factor:.2f}倍,"
+                f"与同行差异的累积和(CUSUM)超过{self.h:g}{iso_zh}。请核查仪器校准或抽样市场差异。"
             ),
             category=category,
             test_item=test_item,
             evidence=results,
-            labs=[lab],
+            labs=[lab_id],
             now=now,
         )
 
     def reset(self) -> None:
         self.values.clear()
         self.makers.clear()
-        self.pending.clear()
-        self.strikes.clear()
-        self.last_z.clear()

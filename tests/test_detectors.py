@@ -222,7 +222,7 @@ def test_lab_bias_names_the_lab_reading_high():
     rng = random.Random(7)
     labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
     stream = []
-    for n in range(150):
+    for n in range(300):
         lab = labs[n % len(labs)]
         level = 0.05 * (2.0 if lab == "DZQI" else 1.0)
         stream.append(result(n, noisy(rng, level, 0.3), lab_id=lab, sample_id=f"{lab}{n}"))
@@ -232,6 +232,23 @@ def test_lab_bias_names_the_lab_reading_high():
     assert "ISO 13528 z-score +" in alerts[0].explanation
     z = detector.z_scores("food/grain_products/rice", "cadmium")
     assert z["DZQI"] >= 3 and all(abs(v) < 3 for lab, v in z.items() if lab != "DZQI")
+
+
+def test_lab_bias_allows_for_a_lab_whose_city_makes_worse_products():
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
+    quality = {f"M{lab}": 1.3 if lab == "DZQI" else 1.0 for lab in labs}  # Dezhou's own maker is sloppy; its lab is fine
+    adjusted, naive = [], []
+    for seed in range(1, 6):
+        rng = random.Random(seed)
+        stream = []
+        for n in range(1800):
+            lab = labs[n % len(labs)]
+            maker = f"M{lab}" if rng.random() < 0.7 else rng.choice(sorted(quality))
+            stream.append(result(n, noisy(rng, 0.05 * quality[maker], 0.3), lab_id=lab, sample_id=f"S{n}", manufacturer_uscc=maker))
+        adjusted.append(len(run(LabBias(), stream)))
+        naive.append({a.labs[0] for a in run(LabBias(maker_prior=1e12), stream)})  # the same chart, makers not accounted for
+    assert naive == [{"DZQI"}] * 5
+    assert sum(1 for n in adjusted if n) <= 1
 
 
 def test_lab_bias_is_quiet_when_labs_agree():
