@@ -2,11 +2,13 @@
 
 Per category × test item × city, a rolling median / MAD of log(value / limit) is the usual
 level. A value fires when its robust z-score passes ``threshold_z`` upwards (towards the
-limit), or when it and another of the last ``recent`` values pass ``pair_z``: one very
-unusual value, or a level that has jumped. Unusual values are kept out of the baseline (as
-out-of-control points are kept out of a control chart's limits) until ``adapt_after`` of them
-in a row say the level has really moved. Failing results are left to limit exceedance;
-non-detects carry no level.
+limit): one very unusual value. A level that has jumped shows as several moderately unusual
+values in a row; an upper CUSUM of the z-scores with a large slack (``k``, half the jump it is
+tuned for) and each z capped at ``z_cap`` (so that no single value is enough) fires when they
+add up past ``h``, typically on the second or third value after a jump. Unusual values are kept
+out of the baseline (as out-of-control points are kept out of a control chart's limits) until
+``adapt_after`` of them in a row say the level has really moved. Failing results count towards
+the CUSUM but do not fire it: each is limit exceedance's alert; non-detects carry no level.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import deque
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
-from detectors.univariate import RobustBaseline
+from detectors.univariate import Cusum, RobustBaseline
 from schemas.results import Alert, LabResult, Severity
 
 Segment = tuple[str, str, str]
@@ -28,17 +30,20 @@ class ValueAnomaly(Detector):
     def __init__(
         self,
         window: int = 60,
-        min_history: int = 20,
+        min_history: int = 30,
         threshold_z: float = 6.0,
-        pair_z: float = 3.5,
-        recent: int = 3,
+        k: float = 1.5,
+        h: float = 5.0,
+        z_cap: float = 5.0,
+        hold_z: float = 3.5,
         adapt_after: int = 10,
         min_scale: float = 0.1,
     ) -> None:
-        self.window, self.min_history, self.threshold_z, self.pair_z, self.min_scale = window, min_history, threshold_z, pair_z, min_scale
-        self.recent, self.adapt_after = recent, adapt_after
+        self.window, self.min_history, self.threshold_z, self.min_scale = window, min_history, threshold_z, min_scale
+        self.k, self.h, self.z_cap, self.hold_z, self.adapt_after = k, h, z_cap, hold_z, adapt_after
         self.baselines: dict[Segment, RobustBaseline] = {}
-        self.recent_z: dict[Segment, deque] = {}  # z of the last `recent` values, newest last
+        self.charts: dict[Segment, Cusum] = {}
+        self.recent: dict[Segment, deque] = {}  # (z, result) of the last values, newest last: the CUSUM run's evidence
         self.held: dict[Segment, list[float]] = {}  # unusual levels kept out of the baseline
 
     @staticmethod
@@ -61,9 +66,14 @@ class ValueAnomaly(Detector):
             baseline.learn_one(level)
             return
         z = baseline.z(level)
-        self.recent_z.setdefault(key, deque(maxlen=self.recent)).append(z)
+        chart = self.charts.get(key)
+        if chart is None:
+            chart = self.charts[key] = Cusum(self.k, self.h)
+            self.recent[key] = deque(maxlen=self.adapt_after)
+        chart.update(min(z, self.z_cap))
+        self.recent[key].append((z, result))
         held = self.held.setdefault(key, [])
-        if z < self.pair_z:
+        if z < self.hold_z:
             held.clear()
             baseline.learn_one(level)
             return
@@ -83,11 +93,15 @@ class ValueAnomaly(Detector):
         level, baseline = log_level(result), self._baseline(result)
         if level is None or baseline is None or result.failing:
             return []
+        key = self.segment(result)
         z = baseline.z(level)
-        earlier = list(self.recent_z.get(self.segment(result), ()))[-(self.recent - 1) :]
-        previous = max(earlier, default=0.0)
-        if z < self.threshold_z and not (z >= self.pair_z and previous >= self.pair_z):
+        chart = self.charts.get(key)
+        cusum = max(0.0, chart.s + min(z, self.z_cap) - self.k) if chart is not None else 0.0
+        if z < self.threshold_z and cusum <= self.h:
             return []
+        run = list(self.recent[key])[-chart.run :] if chart is not None and chart.run and cusum > self.h else []  # the CUSUM's run so far
+        earlier = [r for _, r in run]
+        zs = ", ".join(f"{earlier_z:.1f}" for earlier_z, _ in run)
         usual = baseline.median
         factor = math.exp(level - usual)
         severity = Severity.POTENTIALLY_SERIOUS if result.limit and level >= math.log(0.5) else Severity.NOT_SERIOUS
@@ -105,21 +119,36 @@ class ValueAnomaly(Detector):
                 title_zh=f"{where_zh}检测值异常偏高",
                 explanation=(
                     f"{result.product_name} from {result.manufacturer_name or 'an unnamed maker'} measured {result.value:.4g} {result.unit}"
-                    f"{limit_en}: {factor:.1f}× the usual level of the last {len(baseline)} results, a robust z-score of {z:.1f} "
-                    f"(highest of the previous {self.recent - 1}: {previous:.1f}; alert at {self.threshold_z:g}, or {self.pair_z:g} twice within {self.recent}). Not yet over the limit."
+                    f"{limit_en}: {factor:.1f}× the usual level of the last {len(baseline)} results, a robust z-score of {z:.1f}"
+                    + (
+                        f", after {zs} (CUSUM {cusum:.1f} past {self.h:g}: the level has jumped)"
+                        if earlier
+                        else f" (alert at {self.threshold_z:g})"
+                    )
+                    + ". Not yet over the limit."
                 ),
                 explanation_zh=(
                     f"{result.product_name}({result.manufacturer_name or '生产者不详'})检测值{result.value:.4g} {result.unit}{limit_zh},"
-                    f"为近{len(baseline)}批次通常水平的{factor:.1f}倍(稳健z值{z:.1f}),尚未超过限量。"
+                    f"为近{len(baseline)}批次通常水平的{factor:.1f}倍(稳健z值{z:.1f}"
+                    + (f",此前z值{zs},累积和{cusum:.1f}超过{self.h:g},水平已跃升" if earlier else "")
+                    + "),尚未超过限量。"
                 ),
                 category=result.category,
                 test_item=result.test_item,
-                evidence=[result],
+                evidence=[*earlier, result],
                 now=now,
             )
         ]
 
+    def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
+        alerts = super().process_one(result, now)
+        chart = self.charts.get(self.segment(result))
+        if alerts and chart is not None and chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
+            chart.reset()
+        return alerts
+
     def reset(self) -> None:
         self.baselines.clear()
-        self.recent_z.clear()
+        self.charts.clear()
+        self.recent.clear()
         self.held.clear()

@@ -151,6 +151,24 @@ def test_value_anomaly_two_unusual_values_in_a_row_fire_where_one_does_not():
     assert len(detector.process_one(result(42, moderate * 1.05), T0)) == 1
 
 
+def test_value_anomaly_a_jumped_level_fires_within_three_values_and_a_lone_outlier_does_not():
+    rng = random.Random(12)
+    history = [result(n, noisy(rng, 0.03, 0.3)) for n in range(60)]
+    jumped = 0.03 * math.exp(3.2 * 0.3)  # about 3 robust σ above the usual level, well under the limit
+    lone = ValueAnomaly()
+    run(lone, history)
+    assert run(lone, [result(61, jumped)] + [result(62 + n, noisy(rng, 0.03, 0.3)) for n in range(10)]) == []
+    detector = ValueAnomaly()
+    run(detector, history)
+    alerts = []
+    for n in range(3):
+        alerts = detector.process_one(result(61 + n, jumped * rng.uniform(0.95, 1.05)), T0)
+        if alerts:
+            break
+    assert alerts and n <= 2 and "the level has jumped" in alerts[0].explanation
+    assert len(alerts[0].evidence) == n + 1  # the run that added up, not just the last value
+
+
 def test_drift_fires_on_values_creeping_to_the_limit_and_not_on_a_stable_segment():
     rng = random.Random(5)
     stable = [result(n, noisy(rng, 0.03)) for n in range(60)]
