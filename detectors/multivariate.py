@@ -6,8 +6,9 @@ refitted every ``refit_every`` new samples, in ``flush`` (once per batch, never 
 A sample fires when it isolates more easily than ``quantile`` of the reference, at least
 ``min_unusual_items`` of its items sit ``item_z`` robust standard deviations above their
 usual level (a combination, not one odd item), and one of them is past
-``min_fraction_of_limit``: odd and relevant to risk. Failing samples are left to limit
-exceedance.
+``min_fraction_of_limit``: odd and relevant to risk. A sample with a failing item is judged
+too: limit exceedance alerts on the item, this alert on the combination around it (two hazards
+raised together point to a shared cause, such as one contaminated input).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class MultivariateAnomaly(Detector):
         return alerts
 
     def _judge(self, category: _Category, sample: dict[str, float], results: list[LabResult], score: float, now: datetime) -> Alert | None:
-        if any(r.failing for r in results) or max(sample.values()) < self.min_level:
+        if max(sample.values()) < self.min_level:
             return None
         if score <= category.reference_max + self.margin:
             return None
@@ -158,12 +159,12 @@ class MultivariateAnomaly(Detector):
             explanation=(
                 f"Sample {first.sample_id} ({first.product_name}, {first.manufacturer_name or 'unnamed maker'}) is isolated more easily "
                 f"than {100 * self.quantile:g} % of the last {len(category.reference)} samples of its category (isolation score {score:.3f}, "
-                f"threshold {category.reference_max:.3f}), with {len(raised)} items raised together; most unusual: {parts_en}. No item fails yet."
+                f"threshold {category.reference_max:.3f}), with {len(raised)} items raised together; most unusual: {parts_en}."
             ),
             explanation_zh=(
                 f"样品{first.sample_id}({first.product_name},{first.manufacturer_name or '生产者不详'})的各项指标组合"
                 f"异于该类别近{len(category.reference)}批次(孤立森林异常分{score:.3f},以往最高{category.reference_max:.3f});"
-                f"最突出:{parts_zh}。尚无项目不合格。"
+                f"最突出:{parts_zh}。"
             ),
             category=first.category,
             evidence=results,
