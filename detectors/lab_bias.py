@@ -62,7 +62,7 @@ class LabBias(Detector):
         min_results: int = 15,
         min_labs: int = 4,
         k: float = 0.5,
-        h: float = 12.0,
+        h: float = 14.0,
         z_cap: float = 2.5,
         maker_prior: float = 6.0,
         unsatisfactory: float = 3.0,

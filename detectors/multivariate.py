@@ -49,9 +49,9 @@ class MultivariateAnomaly(Detector):
         min_reference: int = 100,
         refit_every: int = 200,
         margin: float = 0.0,
-        quantile: float = 0.99,
+        quantile: float = 0.995,
         min_unusual_items: int = 2,
-        item_z: float = 2.5,
+        item_z: float = 2.75,
         min_fraction_of_limit: float = 0.3,
         seed: int = 0,
     ) -> None:

@@ -30,7 +30,7 @@ class ValueAnomaly(Detector):
     def __init__(
         self,
         window: int = 60,
-        min_history: int = 30,
+        min_history: int = 40,
         threshold_z: float = 6.0,
         k: float = 1.5,
         h: float = 5.0,
