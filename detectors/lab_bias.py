@@ -121,7 +121,10 @@ class LabBias(Detector):
         return sum(others) / (len(others) + self.maker_prior)
 
     def learn_one(self, result: LabResult) -> None:
-        self._update(result)
+        if self._update(result):  # judged silently, as in a rebuild: the alert, if any, exists already
+            lab = self.values[(result.category, result.test_item)][result.lab_id]
+            lab.high.reset()
+            lab.low.reset()
 
     def score_one(self, result: LabResult) -> float:
         lab = self.values.get((result.category, result.test_item), {}).get(result.lab_id)
