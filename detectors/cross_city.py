@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan, runs_spanning
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -56,10 +56,7 @@ class CrossCityCluster(Detector):
         key = (result.category, result.test_item)
         scan = self.segments[key]
         fails = scan.payloads()
-        spans, cities = [False] * len(fails), set()
-        for j in range(len(fails) - 1, -1, -1):  # a run from failure j spans the cities of j and every later failure
-            cities.add(fails[j].city)
-            spans[j] = len(cities) >= self.min_cities
+        spans = runs_spanning(fails, lambda r: r.city, self.min_cities)
         cluster = scan.cluster(min_failures=self.min_cities, eligible=spans)
         self.last_p[key] = cluster.p_value if cluster else 1.0
         if cluster is None or cluster.p_value >= self.alpha:

@@ -52,6 +52,11 @@ class _Lab:
         self.differences: deque = deque(maxlen=window)  # (difference from peers in log units, z, result)
         self.high, self.low = Cusum(k, h), Cusum(k, h)
 
+    def restart(self) -> None:
+        """Both charts from zero: after a signal, new evidence is needed for the next one."""
+        self.high.reset()
+        self.low.reset()
+
 
 class LabBias(Detector):
     name = "lab_bias"
@@ -122,9 +127,7 @@ class LabBias(Detector):
 
     def learn_one(self, result: LabResult) -> None:
         if self._update(result):  # judged silently, as in a rebuild: the alert, if any, exists already
-            lab = self.values[(result.category, result.test_item)][result.lab_id]
-            lab.high.reset()
-            lab.low.reset()
+            self.values[(result.category, result.test_item)][result.lab_id].restart()
 
     def score_one(self, result: LabResult) -> float:
         lab = self.values.get((result.category, result.test_item), {}).get(result.lab_id)
@@ -141,8 +144,7 @@ class LabBias(Detector):
         chart = lab.high if lab.high.s > self.h else lab.low
         run = max(1, min(chart.run, len(lab.differences)))
         alert = self._firing(key, result.lab_id, lab, run, higher=chart is lab.high, now=now)
-        lab.high.reset()
-        lab.low.reset()
+        lab.restart()
         return [alert]
 
     def z_scores(self, category: str, test_item: str, min_results: int | None = None) -> dict[str, float]:

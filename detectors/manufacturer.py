@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan, runs_spanning
 from schemas.catalogue import category_name, city_name
 from schemas.results import Alert, LabResult, Manufacturer, Severity
 
@@ -67,10 +67,7 @@ class ManufacturerRecurrence(Detector):
             return []
         scan = self.makers[key]
         fails = scan.payloads()
-        enough, batches = [False] * len(fails), set()
-        for j in range(len(fails) - 1, -1, -1):  # a run from failure j holds the samples of j and every later failure
-            batches.add((fails[j].lab_id, fails[j].sample_id))
-            enough[j] = len(batches) >= self.min_batches
+        enough = runs_spanning(fails, lambda r: (r.lab_id, r.sample_id), self.min_batches)  # distinct samples
         cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
         self.last_p[key] = cluster.p_value if cluster else 1.0
         if cluster is None or cluster.p_value >= self.alpha:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -249,6 +249,18 @@ class FailureScan:
         j = starts[best]
         p_value = min(1.0, float(tails[best]) * len(starts))
         return FailureCluster(j, int(counts[best]), self.seen - entries[j][2], float(means[best]), p_value)
+
+
+def runs_spanning(payloads: Sequence, key: Callable[[object], object], least: int) -> list[bool]:
+    """For each failure (oldest first), whether the run from it to the newest holds ``least`` distinct keys.
+
+    The ``eligible`` mask of ``FailureScan.cluster`` for runs that must span, say, three cities.
+    """
+    spans, seen = [False] * len(payloads), set()
+    for j in range(len(payloads) - 1, -1, -1):
+        seen.add(key(payloads[j]))
+        spans[j] = len(seen) >= least
+    return spans
 
 
 class BaselineRates:
