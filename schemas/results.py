@@ -9,7 +9,7 @@ derived the same way from detector and signal, so a replay cannot create a secon
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -96,7 +96,7 @@ class LabResult:
 
     def to_wire(self) -> dict[str, Any]:
         """JSON-ready dict for the results topic (timestamps as epoch milliseconds)."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELDS}  # not asdict(): it deep-copies every value
         for name in _TIMESTAMPS:
             data[name] = _ms(data[name])
         return data
@@ -110,6 +110,7 @@ class LabResult:
 
 
 _TIMESTAMPS = ("sampled_at", "tested_at", "published_at")
+_FIELDS = tuple(f.name for f in fields(LabResult))
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=settings.faust_broker_url,
         broker_credentials=settings.faust_credentials(),
         store="memory://",
+        datadir=str(settings.data_dir / "faust"),  # not "{app id}-data" in the working directory
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replicas,
