@@ -69,12 +69,14 @@ class ClickHouseWorkerThread:
 
 
 def create_app(settings: Settings) -> faust.App:
+    faust_dir = settings.data_dir / "faust"  # Faust's own files; not "{app id}-data" in the working directory
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
         broker=settings.faust_broker_url,
         broker_credentials=settings.faust_credentials(),
         store="memory://",
-        datadir=str(settings.data_dir / "faust"),  # not "{app id}-data" in the working directory
+        datadir=str(faust_dir),
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replicas,
