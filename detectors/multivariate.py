@@ -9,34 +9,62 @@ usual level (a combination, not one odd item), and one of them is past
 ``min_fraction_of_limit``: odd and relevant to risk. A sample with a failing item is judged
 too: limit exceedance alerts on the item, this alert on the combination around it (two hazards
 raised together point to a shared cause, such as one contaminated input).
+
+A fit costs ~30 ms of scikit-learn's per-tree overhead. Given an ``Executor`` (the worker passes
+a process pool), a due refit is submitted at the end of one flush and collected at the start of
+the category's next one, so fits run beside the rest of the pipeline; without one they run in
+place. Either way a refit is first used by the next flush: the alerts are the same.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from detectors.base import Detector, firing, log_level, segment_text
+from detectors.isolation import FittedForest, fit_forest
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
 
 _NOT_DETECTED = math.log(0.005)  # a non-detect sits well below any measured level
 
 
+@dataclass(frozen=True, slots=True)
+class _Model:
+    items: list[str]
+    medians: list[float]  # per item, standing in for items a sample lacks
+    scales: list[float]  # robust standard deviation per item
+    fitted: FittedForest
+
+    def rows(self, samples: list[dict[str, float]]) -> np.ndarray:
+        return _rows(samples, self.items, self.medians)
+
+
+def _rows(samples: list[dict[str, float]], items: list[str], medians: list[float]) -> np.ndarray:
+    return np.array([[sample.get(item, medians[i]) for i, item in enumerate(items)] for sample in samples])
+
+
+def fit_model(reference: list[dict[str, float]], items: list[str], quantile: float, seed: int) -> _Model:
+    """A model of a category's reference samples (dicts item → level); a plain function, so that a
+    process pool can run it."""
+    columns = [[s[item] for s in reference if item in s] for item in items]
+    medians = [float(np.median(c)) if c else _NOT_DETECTED for c in columns]
+    matrix = _rows(reference, items, medians)
+    scales = [max(0.1, 1.4826 * float(np.median(np.abs(matrix[:, i] - medians[i])))) for i in range(matrix.shape[1])]
+    return _Model(items, medians, scales, fit_forest(matrix, quantile, seed=seed))
+
+
 @dataclass(slots=True)
 class _Category:
     items: list[str] = field(default_factory=list)
     reference: deque = field(default_factory=deque)  # dict item → level, one per sample
-    model: IsolationForest | None = None
-    model_items: list[str] = field(default_factory=list)
-    medians: list[float] = field(default_factory=list)  # per model item, for missing items
-    scales: list[float] = field(default_factory=list)  # robust standard deviation per model item
-    reference_max: float = math.inf
+    model: _Model | None = None
+    refit: Future | None = None  # a refit under way in the executor
     since_fit: int = 0
 
 
@@ -54,10 +82,12 @@ class MultivariateAnomaly(Detector):
         item_z: float = 2.75,
         min_fraction_of_limit: float = 0.3,
         seed: int = 0,
+        fits: Executor | None = None,
     ) -> None:
         self.reference, self.min_reference, self.refit_every, self.margin = reference, min_reference, refit_every, margin
         self.min_level, self.seed = math.log(min_fraction_of_limit), seed
         self.quantile, self.min_unusual_items, self.item_z = quantile, min_unusual_items, item_z
+        self.fits = fits
         self.categories: dict[str, _Category] = {}
         self.pending: dict[tuple[str, str], list[LabResult]] = {}  # sample → its results, until flush
 
@@ -75,30 +105,28 @@ class MultivariateAnomaly(Detector):
         self.learn_one(result)  # samples are scored whole and in bulk, in flush
         return []
 
-    @staticmethod
-    def _row(category: _Category, sample: dict[str, float]) -> list[float]:
-        return [sample.get(item, category.medians[i]) for i, item in enumerate(category.model_items)]
-
-    @staticmethod
-    def _medians(category: _Category) -> list[float]:
-        columns = [[s[item] for s in category.reference if item in s] for item in category.model_items]
-        return [float(np.median(c)) if c else _NOT_DETECTED for c in columns]
-
-    def _fit(self, category: _Category) -> None:
-        category.model_items = list(category.items)
-        category.medians = self._medians(category)
-        matrix = np.array([self._row(category, s) for s in category.reference])
-        category.scales = [max(0.1, 1.4826 * float(np.median(np.abs(matrix[:, i] - category.medians[i])))) for i in range(matrix.shape[1])]
-        category.model = IsolationForest(n_estimators=50, random_state=self.seed).fit(matrix)
-        category.reference_max = float(np.quantile(-category.model.score_samples(matrix), self.quantile))
+    def _refit(self, category: _Category) -> None:
+        args = (list(category.reference), list(category.items), self.quantile, self.seed)
+        if self.fits is None:
+            category.model = fit_model(*args)
+        else:
+            category.refit = self.fits.submit(fit_model, *args)
         category.since_fit = 0
+
+    @staticmethod
+    def _collect(category: _Category) -> None:
+        if category.refit is not None:
+            category.model, category.refit = category.refit.result(), None
 
     def score_one(self, result: LabResult) -> float:
         category = self.categories.get(result.category)
         feature = self._feature(result)
-        if category is None or category.model is None or feature is None:
+        if category is None or feature is None:
             return 0.0
-        score = float(-category.model.score_samples(np.array([self._row(category, {result.test_item: feature})]))[0])
+        self._collect(category)
+        if category.model is None:
+            return 0.0
+        score = float(category.model.fitted.forest.isolation(category.model.rows([{result.test_item: feature}]))[0])
         return min(1.0, max(0.0, score))
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
@@ -114,10 +142,11 @@ class MultivariateAnomaly(Detector):
                 by_category.setdefault(results[0].category, []).append((sample, results))
         for code, samples in by_category.items():
             category = self.categories.setdefault(code, _Category())
-            if category.model is not None:  # one scoring call per category and batch
-                scores = -category.model.score_samples(np.array([self._row(category, sample) for sample, _ in samples]))
+            self._collect(category)
+            if (model := category.model) is not None:  # one scoring call per category and batch
+                scores = model.fitted.forest.isolation(model.rows([sample for sample, _ in samples]))
                 for (sample, results), score in zip(samples, scores, strict=True):
-                    alert = self._judge(category, sample, results, float(score), now)
+                    alert = self._judge(category, model, sample, results, float(score), now)
                     if alert is not None:
                         alerts.append(alert)
             for sample, _ in samples:
@@ -128,23 +157,33 @@ class MultivariateAnomaly(Detector):
                 if len(category.reference) > self.reference:
                     category.reference.popleft()
                 category.since_fit += 1
-            if len(category.reference) >= self.min_reference and (category.model is None or category.since_fit >= self.refit_every):
-                self._fit(category)
+            due = category.since_fit >= self.refit_every or (category.model is None and category.refit is None)
+            if len(category.reference) >= self.min_reference and due:
+                self._refit(category)
         return alerts
 
-    def _judge(self, category: _Category, sample: dict[str, float], results: list[LabResult], score: float, now: datetime) -> Alert | None:
+    def _judge(
+        self, category: _Category, model: _Model, sample: dict[str, float], results: list[LabResult], score: float, now: datetime
+    ) -> Alert | None:
         if max(sample.values()) < self.min_level:
             return None
-        if score <= category.reference_max + self.margin:
+        threshold = model.fitted.reference_isolation
+        if score <= threshold + self.margin:
             return None
-        medians = dict(zip(category.model_items, category.medians, strict=True))
-        scales = dict(zip(category.model_items, category.scales, strict=True))
+        medians = dict(zip(model.items, model.medians, strict=True))
+        scales = dict(zip(model.items, model.scales, strict=True))
         raised = [i for i in sample if i in medians and (sample[i] - medians[i]) / scales[i] >= self.item_z]
         if len(raised) < self.min_unusual_items:
             return None  # one unusual item alone is the value-anomaly detector's to judge
         unusual = sorted(sample, key=lambda item: sample[item] - medians.get(item, 0.0), reverse=True)[:3]
-        parts_en = ", ".join(f"{test_item_name(i)} {100 * math.exp(sample[i]):.0f} % of limit (usually {100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f} %)" for i in unusual)
-        parts_zh = "、".join(f"{test_item_name(i, 'zh')}达限量{100 * math.exp(sample[i]):.0f}%(通常{100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f}%)" for i in unusual)
+        parts_en = ", ".join(
+            f"{test_item_name(i)} {100 * math.exp(sample[i]):.0f} % of limit (usually {100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f} %)"
+            for i in unusual
+        )
+        parts_zh = "、".join(
+            f"{test_item_name(i, 'zh')}达限量{100 * math.exp(sample[i]):.0f}%(通常{100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f}%)"
+            for i in unusual
+        )
         first = results[0]
         severity = Severity.POTENTIALLY_SERIOUS if max(sample.values()) >= math.log(0.8) else Severity.NOT_SERIOUS
         where_en = segment_text(first.category, None, first.city)
@@ -159,11 +198,11 @@ class MultivariateAnomaly(Detector):
             explanation=(
                 f"Sample {first.sample_id} ({first.product_name}, {first.manufacturer_name or 'unnamed maker'}) is isolated more easily "
                 f"than {100 * self.quantile:g} % of the last {len(category.reference)} samples of its category (isolation score {score:.3f}, "
-                f"threshold {category.reference_max:.3f}), with {len(raised)} items raised together; most unusual: {parts_en}."
+                f"threshold {threshold:.3f}), with {len(raised)} items raised together; most unusual: {parts_en}."
             ),
             explanation_zh=(
                 f"样品{first.sample_id}({first.product_name},{first.manufacturer_name or '生产者不详'})的各项指标组合"
-                f"异于该类别近{len(category.reference)}批次(孤立森林异常分{score:.3f},以往最高{category.reference_max:.3f});"
+                f"异于该类别近{len(category.reference)}批次(孤立森林异常分{score:.3f},以往最高{threshold:.3f});"
                 f"最突出:{parts_zh}。"
             ),
             category=first.category,
@@ -172,5 +211,8 @@ class MultivariateAnomaly(Detector):
         )
 
     def reset(self) -> None:
+        for category in self.categories.values():
+            if category.refit is not None:
+                category.refit.cancel()
         self.categories.clear()
         self.pending.clear()

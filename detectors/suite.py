@@ -8,6 +8,7 @@ The same suite runs in the stream worker, in ``riskwatch backtest`` and in the b
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from datetime import datetime, timedelta
 
 from detectors.base import Detector
@@ -36,11 +37,12 @@ MERGE_WINDOWS = {
 }
 
 
-def default_detectors(severity: SeverityPolicy | None = None) -> list[Detector]:
+def default_detectors(severity: SeverityPolicy | None = None, fits: Executor | None = None) -> list[Detector]:
+    """Every detector; ``fits`` runs the multivariate detector's model fits (e.g. a process pool)."""
     return [
         LimitExceedance(severity or SeverityPolicy()),
         ValueAnomaly(),
-        MultivariateAnomaly(),
+        MultivariateAnomaly(fits=fits),
         LimitDrift(),
         FailureRateTrend(),
         CrossCityCluster(),

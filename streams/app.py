@@ -103,11 +103,12 @@ def create_app(settings: Settings) -> faust.App:
     clickhouse = ClickHouseWorkerThread(settings)
     ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
     processors: list[Processor] = []  # one, created with the store
+    fits = settings.fit_executor()
 
     async def processor() -> Processor:
         if not processors:
             store = await _retrying("open ClickHouse", settings, clickhouse.opened)
-            suite = DetectorSuite(default_detectors(settings.severity_policy))
+            suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
             processors.append(Processor(store, suite, timedelta(days=settings.warmup_days), settings.warmup_max_results))
         return processors[0]
 
@@ -115,6 +116,8 @@ def create_app(settings: Settings) -> faust.App:
     async def _close_clickhouse(_app: faust.App, **_: Any) -> None:
         ingest_thread.shutdown(wait=True)
         clickhouse.close()
+        if fits is not None:
+            fits.shutdown(wait=False, cancel_futures=True)
 
     @app.task
     async def _declare_output_topics() -> None:

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level of the worker")
     warmup_days: int = Field(90, ge=0, description="History replayed from ClickHouse to rebuild detector state")
     warmup_max_results: int = Field(20_000, ge=0, description="Most stored results replayed per category")
+    fit_processes: int = Field(1, ge=0, description="Processes fitting the multivariate detector's forests beside the worker (0: in the worker)")
 
     # Validation and severity
     max_future_skew_minutes: float = Field(60.0, ge=0, description="How far in the future a timestamp may lie")
@@ -122,6 +123,17 @@ class Settings(BaseSettings):
             max_future_skew=timedelta(minutes=self.max_future_skew_minutes),
             max_age=timedelta(days=self.max_age_days),
         )
+
+    def fit_executor(self):
+        """A pool of ``fit_processes`` spawned processes for model fits, or None to fit in place.
+
+        Spawned, not forked: the worker has threads (Kafka, ClickHouse) by the time it asks."""
+        if not self.fit_processes:
+            return None
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(self.fit_processes, mp_context=multiprocessing.get_context("spawn"))
 
     @cached_property
     def severity_policy(self) -> SeverityPolicy:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from sklearn.ensemble import IsolationForest
 
 from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
+from detectors.isolation import CompiledForest
 from detectors.lab_bias import LabBias, algorithm_a
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
@@ -227,7 +232,10 @@ def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
     detector = ManufacturerRecurrence()
     background = [result(n, 0.05, manufacturer_uscc=f"MAKER{n % 20}", sample_id=f"B{n}") for n in range(400)]
     assert run(detector, background) == []
-    two_makers = [result(400, 0.5, manufacturer_uscc="MAKER1", sample_id="X1"), result(401, 0.5, manufacturer_uscc="MAKER2", sample_id="X2")]
+    two_makers = [
+        result(400, 0.5, manufacturer_uscc="MAKER1", sample_id="X1"),
+        result(401, 0.5, manufacturer_uscc="MAKER2", sample_id="X2"),
+    ]
     assert run(detector, two_makers) == []
     cities = ["zibo", "jinan", "taian", "zibo"]
     repeat = [result(402 + n, 0.5, manufacturer_uscc="MAKER3", city=city, sample_id=f"Y{n}") for n, city in enumerate(cities)]
@@ -310,6 +318,33 @@ def test_multivariate_flags_an_odd_combination_below_the_limits():
     assert sorted(alerts[0].evidence) == sorted(r.result_id for r in odd)
 
 
+def test_compiled_forest_scores_as_scikit_learn_does():
+    rng = np.random.default_rng(3)
+    for rows, columns in [(400, 5), (120, 1), (300, 9)]:
+        reference = rng.normal(size=(rows, columns))
+        model = IsolationForest(n_estimators=50, random_state=4).fit(reference)
+        probes = np.vstack([reference, 3 * rng.normal(size=(40, columns))])
+        assert np.allclose(CompiledForest.of(model).isolation(probes), -model.score_samples(probes), rtol=0, atol=1e-12)
+
+
+def test_multivariate_fits_in_another_process_raise_the_same_alerts():
+    rng = random.Random(12)
+    items = ["lead", "cadmium", "inorganic_arsenic"]
+    stream = []
+    for n in range(400):
+        levels = (0.12, 0.11, 0.02) if n % 97 == 96 else (0.02, 0.02, 0.02)
+        stream += [result(n, noisy(rng, lv, 0.25), test_item=i, sample_id=f"S{n}") for i, lv in zip(items, levels, strict=True)]
+    batches = [stream[i : i + 90] for i in range(0, len(stream), 90)]
+
+    def alerts(detector):
+        return [a.alert_id for batch in batches for a in detector.process_many(batch, T0)]
+
+    in_place = alerts(MultivariateAnomaly(min_reference=100, refit_every=50))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = alerts(MultivariateAnomaly(min_reference=100, refit_every=50, fits=pool))
+    assert len(in_place) >= 2 and pooled == in_place
+
+
 # --- merging and the suite --------------------------------------------------------------------
 
 
@@ -318,8 +353,12 @@ def test_merger_folds_firings_of_one_signal_inside_the_window():
     detector = ValueAnomaly()
     run(detector, [result(n, noisy(rng, 0.03)) for n in range(40)])
     first = detector.process_one(result(41, 0.15), T0)[0]
-    second = dataclasses.replace(first, evidence=["other"], first_seen=first.first_seen + timedelta(days=2), last_seen=first.last_seen + timedelta(days=2))
-    late = dataclasses.replace(first, evidence=["late"], first_seen=first.first_seen + timedelta(days=30), last_seen=first.last_seen + timedelta(days=30))
+    second = dataclasses.replace(
+        first, evidence=["other"], first_seen=first.first_seen + timedelta(days=2), last_seen=first.last_seen + timedelta(days=2)
+    )
+    late = dataclasses.replace(
+        first, evidence=["late"], first_seen=first.first_seen + timedelta(days=30), last_seen=first.last_seen + timedelta(days=30)
+    )
     merger = AlertMerger(window=timedelta(days=7))
     a = merger.merge(first)
     b = merger.merge(second)
