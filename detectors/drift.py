@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
-from detectors.univariate import Cusum, Ewma, RobustBaseline, trend_test
+from detectors.univariate import Cusum, Ewma, RobustBaseline, kendall_s, trend_test
 from schemas.results import Alert, LabResult, Severity
 
 Segment = tuple[str, str, str]
@@ -98,11 +98,13 @@ class LimitDrift(Detector):
             return []
         cusum = max(0.0, state.cusum.s + z - self.cusum_k)
         ewma = self.ewma_lambda * z + (1 - self.ewma_lambda) * state.ewma.value
-        ewma_limit = self.ewma_width * math.sqrt(self.ewma_lambda / (2 - self.ewma_lambda) * (1 - (1 - self.ewma_lambda) ** (2 * (state.ewma.t + 1))))
+        ewma_limit = self.ewma_width * math.sqrt(
+            self.ewma_lambda / (2 - self.ewma_lambda) * (1 - (1 - self.ewma_lambda) ** (2 * (state.ewma.t + 1)))
+        )
         if cusum <= self.cusum_h and ewma <= ewma_limit:
             return []
         window = [lv for lv, _ in state.recent] + [level]
-        if len(window) < 8:
+        if len(window) < 8 or kendall_s(window) <= 0:
             return []
         trend = trend_test(window)
         if trend.p_value >= self.alpha or trend.slope <= 0 or trend.level < self.min_level:

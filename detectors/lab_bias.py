@@ -42,6 +42,43 @@ def algorithm_a(values: list[float], tolerance: float = 1e-6, max_rounds: int = 
     return x, s
 
 
+def _median(values: list[float]) -> float:
+    """statistics.median without its generality, which costs more than the sort here."""
+    values.sort()
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+class _MakerDifferences:
+    """The last ``window`` differences of one maker's products from the peers, with running sums
+    per lab, so that "the other labs' mean" costs O(1) instead of a pass over the window."""
+
+    __slots__ = ("recent", "total", "by_lab")
+
+    def __init__(self, window: int) -> None:
+        self.recent: deque = deque(maxlen=window)  # (lab, difference)
+        self.total = 0.0
+        self.by_lab: dict[str, list] = {}  # lab → [sum, count]
+
+    def others(self, lab_id: str) -> tuple[float, int]:
+        """Sum and number of the differences measured by labs other than ``lab_id``."""
+        own_sum, own_count = self.by_lab.get(lab_id, (0.0, 0))
+        return self.total - own_sum, len(self.recent) - own_count
+
+    def add(self, lab_id: str, difference: float) -> None:
+        if len(self.recent) == self.recent.maxlen:
+            old_lab, old = self.recent[0]
+            self.total -= old
+            own = self.by_lab[old_lab]
+            own[0] -= old
+            own[1] -= 1
+        self.recent.append((lab_id, difference))
+        self.total += difference
+        own = self.by_lab.setdefault(lab_id, [0.0, 0])
+        own[0] += difference
+        own[1] += 1
+
+
 class _Lab:
     """One lab on one segment: its rolling level, its recent differences from peers, its two CUSUMs."""
 
@@ -75,7 +112,7 @@ class LabBias(Detector):
     ) -> None:
         self.window, self.min_results, self.min_labs = window, min_results, min_labs
         self.k, self.h, self.z_cap, self.maker_prior = k, h, z_cap, maker_prior
-        self.makers: dict[tuple[str, str, str], deque] = {}  # segment + maker → (lab, difference from peers)
+        self.makers: dict[tuple[str, str, str], _MakerDifferences] = {}  # segment + maker → differences from peers
         self.unsatisfactory, self.questionable = unsatisfactory, questionable
         self.values: dict[tuple[str, str], dict[str, _Lab]] = {}  # segment → lab → state
 
@@ -84,7 +121,7 @@ class LabBias(Detector):
         peers = [lab.level for other, lab in labs.items() if other != lab_id and len(lab.level) >= self.min_results]
         if len(peers) + 1 < self.min_labs:
             return None
-        return statistics.median(p.median for p in peers), statistics.median(p.scale for p in peers)
+        return _median([p.median for p in peers]), _median([p.scale for p in peers])
 
     def _update(self, result: LabResult) -> bool:
         """Learn the result; True when one of its lab's CUSUMs signals."""
@@ -120,10 +157,10 @@ class LabBias(Detector):
         key = (result.category, result.test_item, maker_id)
         seen = self.makers.get(key)
         if seen is None:
-            seen = self.makers[key] = deque(maxlen=self.window)
-        others = [d for lab_id, d in seen if lab_id != result.lab_id]
-        seen.append((result.lab_id, difference))
-        return sum(others) / (len(others) + self.maker_prior)
+            seen = self.makers[key] = _MakerDifferences(self.window)
+        total, count = seen.others(result.lab_id)
+        seen.add(result.lab_id, difference)
+        return total / (count + self.maker_prior)
 
     def learn_one(self, result: LabResult) -> None:
         if self._update(result):  # judged silently, as in a rebuild: the alert, if any, exists already

@@ -17,13 +17,13 @@ from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
 from detectors.isolation import CompiledForest
-from detectors.lab_bias import LabBias, algorithm_a
+from detectors.lab_bias import LabBias, _MakerDifferences, algorithm_a
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
 from detectors.multivariate import MultivariateAnomaly
 from detectors.silent_lab import SilentLab
 from detectors.suite import DetectorSuite
-from detectors.univariate import Cusum, Ewma, FailureScan, RobustBaseline, trend_test, z_to_score
+from detectors.univariate import Cusum, Ewma, FailureScan, RobustBaseline, kendall_s, trend_test, z_to_score
 from detectors.value_anomaly import ValueAnomaly
 from schemas.results import LabResult, Severity, result_id_for
 
@@ -100,6 +100,18 @@ def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
     assert rising.p_value < 0.001 and rising.slope == pytest.approx(0.05, abs=0.02) and rising.tau > 0.6
     assert flat.p_value > 0.01
     assert trend_test([1.0] * 10).p_value == 1.0
+    assert (kendall_s([1, 2, 3, 3]), kendall_s([3, 2, 1]), kendall_s([2, 2])) == (5, -3, 0)
+
+
+def test_maker_differences_keep_running_sums_equal_to_a_fresh_count():
+    rng = random.Random(21)
+    seen = _MakerDifferences(window=7)
+    for _ in range(60):
+        lab, difference = rng.choice(["A", "B", "C"]), rng.gauss(0, 1)
+        others = [d for other, d in seen.recent if other != lab]
+        total, count = seen.others(lab)
+        assert count == len(others) and total == pytest.approx(sum(others), abs=1e-9)
+        seen.add(lab, difference)
 
 
 def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
