@@ -29,7 +29,7 @@ from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
 from streams.dead_letter import dead_letter
 from streams.paging import Pager
-from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results
+from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results, partition_for
 from streams.settings import Settings
 
 log = logging.getLogger("riskwatch.worker")
@@ -135,17 +135,60 @@ def create_app(settings: Settings) -> faust.App:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
         log.info("riskwatch: %d partitions assigned", len(assigned))
 
+    def results_partition(category: str) -> int:
+        partitions = app.consumer.topic_partitions(settings.results_topic) or settings.topic_partitions
+        return partition_for(category.encode(), partitions)
+
+    def owned_categories() -> Callable[[str], bool] | None:
+        """Whether a category's results partition is assigned to this worker (as of now)."""
+        if not settings.process_in_place:
+            return None
+        owned = frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.results_topic)
+        partitions = app.consumer.topic_partitions(settings.results_topic) or settings.topic_partitions
+        return lambda category: partition_for(category.encode(), partitions) in owned  # called on the ingest thread
+
+    async def detect_and_store(batch: list, published: list[float], pending: list) -> None:
+        """Drop stored results, rebuild state if need be, detect, send alerts, write; then the
+        caller may acknowledge. ``pending`` holds sends (e.g. dead letters) to await with the alerts."""
+        if not batch:
+            await asyncio.gather(*pending)
+            return
+        pipeline = await processor()
+        fresh = await _retrying("look up stored results", settings, clickhouse.run, pipeline.select_fresh, batch)
+        await _retrying("rebuild detector state", settings, clickhouse.run, pipeline.warm_up, fresh)
+        output = await clickhouse.run(pipeline.detect, fresh)  # off the event loop: refits take a moment
+        # Alerts reach their topic before the rows are stored: after a crash in between,
+        # the replay re-derives and re-sends them (same ids) instead of skipping them.
+        pending += [await alerts.send(key=a.alert_id.encode(), value=orjson.dumps(a.to_wire())) for a in output.alerts]
+        await asyncio.gather(*pending)
+        await _retrying("write to ClickHouse", settings, clickhouse.run, pipeline.write, output)
+        metrics.RESULTS_DUPLICATE.inc(output.duplicates)
+        metrics.RESULTS_STORED.inc(len(output.stored))
+        for alert in output.alerts:
+            metrics.ALERTS_RAISED.labels(alert.detector, alert.severity.value).inc()
+        stored_at = time.time()
+        for published_at in published:
+            metrics.PROCESSING_LATENCY.observe(max(0.0, stored_at - published_at))
+        if pager is not None:
+            await pager.page(output.alerts)
+
     @app.agent(reports)
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
             messages = [_source(event) for event in events]
+            is_local = owned_categories()
             # Off the event loop: a take of batch messages can hold many thousands of reports, and
             # heartbeats and /metrics must go on meanwhile.
-            output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages)
-            pending = [await results.send(key=key, value=value) for key, value in output.results]
+            output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
+            pending = [
+                await results.send(key=key, value=value, partition=results_partition(key.decode())) for key, value in output.results
+            ]
             pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
-            await asyncio.gather(*pending)
+            # Categories whose results partition is this worker's own are processed here: the
+            # results topic would only bring them back (same partitioner, explicit partition).
+            await detect_and_store(output.local, output.local_published, pending)
             metrics.RESULTS_VALID.inc(output.valid_results)
+            metrics.RESULTS_LOCAL.inc(len(output.local))
             metrics.RESULT_BATCHES_SENT.inc(len(output.results))
             metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
             for event in events:
@@ -165,13 +208,7 @@ def create_app(settings: Settings) -> faust.App:
                 batch.extend(results_of_event)
                 if published_at is not None:
                     published.append(published_at)
-            pipeline = await processor()
-            fresh = await _retrying("look up stored results", settings, clickhouse.run, pipeline.select_fresh, batch)
-            await _retrying("rebuild detector state", settings, clickhouse.run, pipeline.warm_up, fresh)
-            output = await clickhouse.run(pipeline.detect, fresh)  # off the event loop: refits take a moment
-            # Alerts reach their topic before the rows are stored: after a crash in between,
-            # the replay re-derives and re-sends them (same ids) instead of skipping them.
-            pending = [await alerts.send(key=a.alert_id.encode(), value=orjson.dumps(a.to_wire())) for a in output.alerts]
+            pending = []
             for event, error in undecodable:
                 message = _source(event)
                 letter = dead_letter(
@@ -179,22 +216,12 @@ def create_app(settings: Settings) -> faust.App:
                     partition=message.partition, offset=message.offset, key=message.key, original=message.value,
                 )  # fmt: skip
                 pending.append(await dead_letters.send(key=message.key, value=letter))
-            await asyncio.gather(*pending)
-            await _retrying("write to ClickHouse", settings, clickhouse.run, pipeline.write, output)
-            metrics.RESULTS_DUPLICATE.inc(output.duplicates)
-            metrics.RESULTS_STORED.inc(len(output.stored))
+            await detect_and_store(batch, published, pending)
             metrics.DEAD_LETTERS.labels("process").inc(len(undecodable))
-            for alert in output.alerts:
-                metrics.ALERTS_RAISED.labels(alert.detector, alert.severity.value).inc()
             metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - len(undecodable))
-            stored_at = time.time()
-            for published_at in published:
-                metrics.PROCESSING_LATENCY.observe(max(0.0, stored_at - published_at))
             for event in events:
                 await stream.ack(event)
             _note_processed(processed, events)
-            if pager is not None:
-                await pager.page(output.alerts)
 
     @app.timer(interval=5.0)
     async def _report_lag() -> None:

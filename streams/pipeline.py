@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from detectors.suite import MERGE_WINDOWS, DetectorSuite
 from schemas.results import Alert, LabResult
@@ -42,9 +43,16 @@ class SourceMessage:
 
 @dataclass(slots=True)
 class IngestOutput:
-    results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (category key, envelope)
+    results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (category key, envelope) for the results topic
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     valid_results: int = 0
+    local: list[LabResult] = field(default_factory=list)  # results of categories this worker processes itself
+    local_published: list[float] = field(default_factory=list)  # when their reports were published, for latency
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client and aiokafka) gives a key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def encode_results(results: Sequence[LabResult], published: float | None = None) -> bytes:
@@ -67,7 +75,10 @@ class Ingestor:
         self.policy = policy
         self.max_message_bytes = max_message_bytes
 
-    def ingest(self, messages: Iterable[SourceMessage]) -> IngestOutput:
+    def ingest(self, messages: Iterable[SourceMessage], is_local: Callable[[str], bool] | None = None) -> IngestOutput:
+        """Validate messages. Results of categories for which ``is_local`` holds stay in
+        ``output.local`` (this worker owns their results partition, so sending them through the
+        results topic would only come back here); the rest are enveloped for the results topic."""
         output = IngestOutput()
         by_category: dict[str, list[LabResult]] = defaultdict(list)
         published: dict[str, float] = {}
@@ -82,6 +93,11 @@ class Ingestor:
                 self._reject(output, message, "internal", f"internal error while validating: {error!r}")
             metrics.REPORTS_RECEIVED.inc(reports)
         for category, results in by_category.items():
+            if is_local is not None and is_local(category):
+                output.local.extend(results)
+                if category in published:
+                    output.local_published.append(published[category])
+                continue
             for start in range(0, len(results), RESULTS_PER_ENVELOPE):
                 envelope = encode_results(results[start : start + RESULTS_PER_ENVELOPE], published.get(category))
                 output.results.append((category.encode(), envelope))

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level of the worker")
     warmup_days: int = Field(90, ge=0, description="History replayed from ClickHouse to rebuild detector state")
     warmup_max_results: int = Field(20_000, ge=0, description="Most stored results replayed per category")
+    process_in_place: bool = Field(
+        True, description="Process results of categories whose results partition this worker owns without the round trip through the results topic"
+    )
     fit_processes: int = Field(1, ge=0, description="Processes fitting the multivariate detector's forests beside the worker (0: in the worker)")
 
     # Validation and severity

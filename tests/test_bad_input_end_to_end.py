@@ -58,7 +58,9 @@ BAD: list[tuple[bytes, str]] = [
 
 def test_bad_input_is_dead_lettered_with_reasons_and_good_input_is_stored(broker, tmp_path):
     named = topics("badinput")
-    env = worker_env(broker, tmp_path / "data", "badinput")
+    # Every result round the results topic, as on a worker that does not own its categories'
+    # results partitions (the end-to-end test covers processing in place).
+    env = worker_env(broker, tmp_path / "data", "badinput") | {"RISKWATCH_PROCESS_IN_PLACE": "false"}
     messages = []
     for n, (payload, _) in enumerate(BAD):  # interleaved: good, bad, good, bad, ...
         messages.append((b"food/grain_products/rice", orjson.dumps(good(n))))
@@ -71,6 +73,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_good_input_is_stored(broker
     item_level = sum(1 for _, code in BAD if code.startswith("item_"))  # these lose one item; their other three are good
     expected = 4 * len(BAD) + 3 * item_level
     assert metrics["riskwatch_results_stored_total"] == expected
+    assert metrics.get("riskwatch_results_local_total", 0) == 0 and metrics["riskwatch_result_batches_processed_total"] > 0
     client = connect(Settings(data_dir=tmp_path / "data"))
     try:
         assert client.query("SELECT count() FROM results FINAL").result_rows[0][0] == expected

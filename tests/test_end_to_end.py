@@ -164,6 +164,7 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     assert set(partitions.values()) == {4}, f"the app creates its topics with the configured partitions: {partitions}"
     assert metrics["riskwatch_results_stored_total"] == expected["results"]
     assert metrics["riskwatch_results_duplicate_total"] == expected["duplicates"]
+    assert metrics["riskwatch_results_local_total"] == expected["results"] + expected["duplicates"], "one worker owns every partition"
     assert metrics["riskwatch_reports_received_total"] == len(messages)
     assert len(letters) == expected["dead_letters"]
     reasons = [orjson.loads(r.value) for r in letters]
