@@ -405,7 +405,7 @@ def bench_detect(seed: int, per_kind: int, clean_reports: int, as_json: bool) ->
 @bench.command("pipeline")
 @click.option("--reports", type=int, default=20_000, show_default=True, help="Report messages in the throughput runs")
 @click.option("--partitions", type=int, default=8, show_default=True)
-@click.option("--rate", type=float, default=200.0, show_default=True, help="Offered reports/s for the latency run")
+@click.option("--rate", type=float, default=2000.0, show_default=True, help="Offered reports/s for the latency run (issue 8's target: 2,000)")
 def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
     """Throughput of bare aiokafka, a no-op Faust agent and the full worker; latency at a fixed rate."""
     from streams.bench_pipeline import run
@@ -417,12 +417,35 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
         notes = ", ".join(f"{k} {v:.3g}" for k, v in f.extra.items())
         rates = ("–", "–") if not f.seconds else (f"{f.messages_per_second:,.0f}", f"{f.results_per_second:,.0f}")
         table.add_row(f.name, f"{f.messages:,}", f"{f.results:,}", f"{f.seconds:.2f}" if f.seconds else "–", *rates, notes)
-    console.print(table, width=max(console.width, 150))
+    Console(width=max(console.width, 150)).print(table)  # wide even when piped: the figures must stay readable
     bare, full, bare_batches, on_batches = figures[0], figures[2], figures[4], figures[5]
     console.print(
         f"full worker / bare consumer, one report per message: {full.messages_per_second / bare.messages_per_second:.3f} (target ≥ 0.5)"
     )
     console.print(f"full worker / bare consumer, batch messages: {on_batches.messages_per_second / bare_batches.messages_per_second:.3f}")
+
+
+@bench.command("state")
+@click.option("--segments", type=int, default=20_000, show_default=True, help="Active segments (category × test item × city)")
+@click.option("--per-segment", type=int, default=30, show_default=True, help="Results fed to each segment")
+def bench_state(segments: int, per_segment: int) -> None:
+    """Resident memory of the detector suite per active segment, and each detector's state."""
+    from streams.bench_state import measure
+
+    with _progress() as progress:
+        task = progress.add_task(f"feeding {segments:,} segments", total=per_segment)
+        figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done))
+    table = Table("detector", "state, pickled", "per segment", title=f"detector state: {segments:,} segments × {per_segment} results",
+                  title_justify="left")  # fmt: skip
+    for name, size in sorted(figures.pickled_bytes.items(), key=lambda item: -item[1]):
+        table.add_row(name, f"{size / 1e6:,.1f} MB", f"{size / segments:,.0f} B")
+    console.print(table)
+    growth = figures.rss_after_mb - figures.rss_before_mb
+    console.print(
+        f"RSS {figures.rss_before_mb:,.0f} MB before, {figures.rss_after_mb:,.0f} MB after: {growth:,.0f} MB for {segments:,} segments, "
+        f"{figures.rss_bytes_per_segment:,.0f} B per segment, i.e. {figures.rss_bytes_per_segment * 100_000 / 2**20:,.0f} MB per 100,000 "
+        f"(target: RSS ≤ 500 MB with 100,000). {figures.results:,} results in {figures.seconds:.0f} s ({figures.results / figures.seconds:,.0f}/s)."
+    )
 
 
 def _progress():

@@ -132,14 +132,14 @@ class Store:
 
     def known_result_ids(self, result_ids: Iterable[str]) -> set[str]:
         """Which of these results are already stored (bloom-filter index on result_id)."""
-        ids = [uuid.UUID(r) for r in result_ids]
+        ids = list(result_ids)
         if not ids:
             return set()
         rows = self.client.query(
-            "SELECT DISTINCT result_id FROM results WHERE result_id IN {ids:Array(UUID)}",
+            "SELECT DISTINCT toString(result_id) FROM results WHERE result_id IN {ids:Array(UUID)}",
             parameters={"ids": ids},
         ).result_rows
-        return {str(row[0]) for row in rows}
+        return {row[0] for row in rows}
 
     def recent_results(self, categories: Sequence[str], since: datetime, limit: int) -> list[LabResult]:
         """Stored results of these categories sampled since a time, in arrival order (state rebuild)."""

@@ -27,7 +27,7 @@ SINK_BATCH_SECONDS = Histogram("riskwatch_sink_batch_seconds", "Time to write on
 PROCESSING_LATENCY = Histogram(
     "riskwatch_processing_latency_seconds",
     "From a lab report's publication (Kafka timestamp) to its results stored in ClickHouse",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 300),
 )
 CONSUMER_LAG = Gauge("riskwatch_consumer_lag", "Messages not yet processed, per topic and partition", ["topic", "partition"])
 PAGES_SENT = Counter("riskwatch_pages_sent", "Alerts posted to Alertmanager, by severity", ["severity"])

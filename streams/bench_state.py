@@ -1,0 +1,115 @@
+"""``riskwatch bench state``: what the detector suite holds per segment, and the RSS it comes to.
+
+Issue 8 asks for RSS ≤ 500 MB with 100,000 active segments (category × test item × city). This
+feeds the suite synthetic results round-robin over that many segments, ``per_segment`` each (so
+that the rolling windows fill as they would), from seven cities, one lab and one maker per city and
+category, seven items per sample, and measures in this process: resident memory before and after,
+and each detector's state serialised (pickle) per segment, which says where the memory goes.
+Results are generated as they are fed, so the figure is the detectors' and not the input's.
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from detectors.suite import DetectorSuite, default_detectors
+from schemas.results import LabResult, result_id_for
+
+CITIES = ("jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying")
+ITEMS = ("lead", "cadmium", "inorganic_arsenic", "total_mercury", "aflatoxin_b1", "benzoic_acid", "sorbic_acid")
+_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class StateFigures:
+    segments: int
+    results: int
+    seconds: float
+    rss_before_mb: float
+    rss_after_mb: float
+    pickled_bytes: dict[str, int] = field(default_factory=dict)  # detector → its state, serialised
+
+    @property
+    def rss_bytes_per_segment(self) -> float:
+        return (self.rss_after_mb - self.rss_before_mb) * 1024 * 1024 / self.segments
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def synthetic_rounds(segments: int, per_segment: int, seed: int = 5) -> Iterator[list[LabResult]]:
+    """``per_segment`` rounds; each round one result for every segment (a sample per category × city)."""
+    rng = random.Random(seed)
+    categories = max(1, -(-segments // (len(ITEMS) * len(CITIES))))
+    for round_ in range(per_segment):
+        batch: list[LabResult] = []
+        for c in range(categories):
+            category = f"bench/category_{c:05d}"
+            for k, city in enumerate(CITIES):
+                at = _START + timedelta(hours=round_ * 24 + k)
+                lab, sample = f"LAB-{city}", f"S{c}-{k}-{round_}"
+                first_segment = (c * len(CITIES) + k) * len(ITEMS)
+                for item in ITEMS[: max(0, segments - first_segment)]:
+                    value = 0.02 * rng.lognormvariate(0, 0.3)
+                    batch.append(
+                        LabResult(
+                            result_id=result_id_for(lab, sample, item),
+                            report_id=f"R-{sample}",
+                            sample_id=sample,
+                            lab_id=lab,
+                            lab_name=lab,
+                            city=city,
+                            programme="city_supervision",
+                            category=category,
+                            product_name="bench product",
+                            manufacturer_name=f"maker {c}-{k}",
+                            manufacturer_uscc=f"USCC{c:05d}{k}",
+                            sampling_site="",
+                            site_kind="",
+                            sampled_at=at,
+                            tested_at=at,
+                            published_at=at,
+                            test_item=item,
+                            value=value,
+                            unit="mg/kg",
+                            qualitative=None,
+                            lod=None,
+                            limit=0.2,
+                            limit_type="max",
+                            limit_ratio=value / 0.2,
+                            standard="GB 2762",
+                            verdict="pass",
+                            reported_value=value,
+                            reported_unit="mg/kg",
+                        )  # fmt: skip
+                    )
+        yield batch
+
+
+def measure(segments: int, per_segment: int, progress: Callable[[int, int], None] | None = None) -> StateFigures:
+    gc.collect()
+    before = rss_mb()
+    suite = DetectorSuite(default_detectors())
+    started, fed = time.perf_counter(), 0
+    for n, batch in enumerate(synthetic_rounds(segments, per_segment), start=1):
+        suite.process(batch, batch[-1].published_at)
+        fed += len(batch)
+        if progress:
+            progress(n, per_segment)
+    seconds = time.perf_counter() - started
+    gc.collect()
+    figures = StateFigures(segments, fed, seconds, before, rss_mb())
+    for detector in suite.detectors:
+        figures.pickled_bytes[detector.name] = len(pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))
+    return figures
