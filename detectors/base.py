@@ -13,8 +13,9 @@ repeated firings of one signal into one alert and gives it a deterministic id.
 from __future__ import annotations
 
 import math
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from schemas.catalogue import category_name, city_name, test_item_name
@@ -56,6 +57,18 @@ class Detector(ABC):
         """Forget all state (e.g. when partitions are revoked)."""
 
 
+class Evidence:
+    """What an alert needs of a result it cites (id, time, city, lab), for detectors that keep
+    windows of recent results per segment: a quarter of a LabResult's memory, whose other
+    strings and numbers can then be freed."""
+
+    __slots__ = ("result_id", "sampled_at", "city", "lab_id", "synthetic")
+
+    def __init__(self, result: LabResult) -> None:
+        self.result_id, self.sampled_at, self.synthetic = result.result_id, result.sampled_at, result.synthetic
+        self.city, self.lab_id = sys.intern(result.city), sys.intern(result.lab_id)  # one copy per city and lab
+
+
 def log_level(result: LabResult) -> float | None:
     """log(value / limit), oriented so that up is towards failing; None without a positive value.
 
@@ -95,7 +108,7 @@ def firing(
     explanation: str,
     explanation_zh: str,
     category: str,
-    evidence: list[LabResult],
+    evidence: Sequence[LabResult | Evidence],
     now: datetime,
     test_item: str | None = None,
     cities: Iterable[str] | None = None,

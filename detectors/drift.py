@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from detectors.base import Detector, firing, log_level, segment_text
+from detectors.base import Detector, Evidence, firing, log_level, segment_text
 from detectors.univariate import Cusum, Ewma, RobustBaseline, kendall_s, trend_test
 from schemas.results import Alert, LabResult, Severity
 
@@ -23,7 +23,7 @@ Segment = tuple[str, str, str]
 
 @dataclass(slots=True)
 class _SegmentState:
-    recent: deque = field(default_factory=deque)  # (level, result)
+    recent: deque = field(default_factory=deque)  # (level, Evidence)
     reference: RobustBaseline = field(default_factory=RobustBaseline)
     cusum: Cusum = field(default_factory=Cusum)
     ewma: Ewma = field(default_factory=Ewma)
@@ -79,7 +79,7 @@ class LimitDrift(Detector):
         if z is not None:
             state.cusum.update(z)
             state.ewma.update(z)
-        state.recent.append((level, result))
+        state.recent.append((level, Evidence(result)))
         if len(state.recent) > self.recent:
             old_level, _ = state.recent.popleft()
             state.reference.learn_one(old_level)

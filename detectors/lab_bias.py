@@ -21,7 +21,7 @@ import statistics
 from collections import deque
 from datetime import datetime
 
-from detectors.base import Detector, firing, log_level, segment_text
+from detectors.base import Detector, Evidence, firing, log_level, segment_text
 from detectors.univariate import Cusum, RobustBaseline, fstdev
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
@@ -86,7 +86,7 @@ class _Lab:
 
     def __init__(self, window: int, k: float, h: float) -> None:
         self.level = RobustBaseline(window)
-        self.differences: deque = deque(maxlen=window)  # (difference from peers in log units, z, result)
+        self.differences: deque = deque(maxlen=window)  # (difference from peers in log units, z, Evidence)
         self.high, self.low = Cusum(k, h), Cusum(k, h)
 
     def restart(self) -> None:
@@ -139,7 +139,7 @@ class LabBias(Detector):
         reference, scale = peers
         difference = level - reference - self._maker_offset(result, level - reference)
         z = max(-self.z_cap, min(self.z_cap, difference / scale))
-        lab.differences.append((difference, z, result))
+        lab.differences.append((difference, z, Evidence(result)))
         return lab.high.update(z) | lab.low.update(-z)
 
     def _maker_offset(self, result: LabResult, difference: float) -> float:

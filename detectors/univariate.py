@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,15 +69,17 @@ def median_absolute_deviation(ordered: Sequence[float], centre: float) -> float:
 class RobustBaseline:
     """Median and MAD of the last ``window`` values, kept sorted for O(window) updates.
 
-    Median and scale are computed once per update: detectors ask for them several times a result."""
+    Values live in arrays of doubles (8 bytes a value, where a list of floats takes 32): there is
+    one baseline per segment and detector. Median and scale are computed once per update, since
+    detectors ask for them several times a result."""
 
     __slots__ = ("window", "min_scale", "_recent", "_sorted", "_median", "_scale")
 
     def __init__(self, window: int = 60, min_scale: float = 0.05) -> None:
         self.window = window
         self.min_scale = min_scale  # floor on the scale: identical values must not make every change infinite
-        self._recent: deque[float] = deque()
-        self._sorted: list[float] = []
+        self._recent = array("d")  # arrival order; popping the oldest moves a few hundred bytes
+        self._sorted = array("d")
         self._median: float | None = None
         self._scale: float | None = None
 
@@ -87,7 +90,7 @@ class RobustBaseline:
         self._recent.append(x)
         bisect.insort(self._sorted, x)
         if len(self._recent) > self.window:
-            old = self._recent.popleft()
+            old = self._recent.pop(0)
             del self._sorted[bisect.bisect_left(self._sorted, old)]
         self._median = self._scale = None
 

@@ -17,7 +17,7 @@ import math
 from collections import deque
 from datetime import datetime
 
-from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
+from detectors.base import Detector, Evidence, firing, log_level, percent_of_limit, segment_text
 from detectors.univariate import Cusum, RobustBaseline
 from schemas.results import Alert, LabResult, Severity
 
@@ -43,7 +43,7 @@ class ValueAnomaly(Detector):
         self.k, self.h, self.z_cap, self.hold_z, self.adapt_after = k, h, z_cap, hold_z, adapt_after
         self.baselines: dict[Segment, RobustBaseline] = {}
         self.charts: dict[Segment, Cusum] = {}
-        self.recent: dict[Segment, deque] = {}  # (z, result) of the last values, newest last: the CUSUM run's evidence
+        self.recent: dict[Segment, deque] = {}  # (z, Evidence) of the last values, newest last: the CUSUM run's evidence
         self.held: dict[Segment, list[float]] = {}  # unusual levels kept out of the baseline
 
     @staticmethod
@@ -71,7 +71,7 @@ class ValueAnomaly(Detector):
             chart = self.charts[key] = Cusum(self.k, self.h)
             self.recent[key] = deque(maxlen=self.adapt_after)
         chart.update(min(z, self.z_cap))
-        self.recent[key].append((z, result))
+        self.recent[key].append((z, Evidence(result)))
         held = self.held.setdefault(key, [])
         if z < self.hold_z:
             held.clear()
