@@ -27,4 +27,5 @@ test: $(VENV)/.installed system-deps
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/riskwatch bench pipeline
+	$(VENV)/bin/riskwatch bench state
 	$(VENV)/bin/riskwatch bench detect
