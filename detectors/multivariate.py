@@ -18,6 +18,7 @@ place. Either way a refit is first used by the next flush: the alerts are the sa
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from concurrent.futures import Executor, Future
@@ -30,6 +31,8 @@ from detectors.base import Detector, firing, log_level, segment_text
 from detectors.isolation import FittedForest, fit_forest
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
+
+log = logging.getLogger(__name__)
 
 _NOT_DETECTED = math.log(0.005)  # a non-detect sits well below any measured level
 
@@ -107,16 +110,26 @@ class MultivariateAnomaly(Detector):
 
     def _refit(self, category: _Category) -> None:
         args = (list(category.reference), list(category.items), self.quantile, self.seed)
-        if self.fits is None:
-            category.model = fit_model(*args)
-        else:
-            category.refit = self.fits.submit(fit_model, *args)
         category.since_fit = 0
+        if self.fits is not None:
+            try:
+                category.refit = self.fits.submit(fit_model, *args)
+                return
+            except Exception:  # noqa: BLE001 - e.g. a pool whose process was killed: fit here from now on
+                log.exception("multivariate: the fit executor failed; fitting in place from now on")
+                self.fits = None
+        category.model = fit_model(*args)
 
-    @staticmethod
-    def _collect(category: _Category) -> None:
-        if category.refit is not None:
-            category.model, category.refit = category.refit.result(), None
+    def _collect(self, category: _Category) -> None:
+        if category.refit is None:
+            return
+        future, category.refit = category.refit, None
+        try:
+            category.model = future.result()
+        except Exception:  # noqa: BLE001 - the fit was lost with its process: fit again, here
+            log.exception("multivariate: a fit in the executor failed; fitting in place from now on")
+            self.fits = None
+            self._refit(category)
 
     def score_one(self, result: LabResult) -> float:
         category = self.categories.get(result.category)

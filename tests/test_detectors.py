@@ -355,6 +355,9 @@ def test_multivariate_fits_in_another_process_raise_the_same_alerts():
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         pooled = alerts(MultivariateAnomaly(min_reference=100, refit_every=50, fits=pool))
     assert len(in_place) >= 2 and pooled == in_place
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.shutdown()  # a pool that can take no work, as after its process was killed
+    assert alerts(MultivariateAnomaly(min_reference=100, refit_every=50, fits=pool)) == in_place, "fits fall back to in place"
 
 
 # --- merging and the suite --------------------------------------------------------------------
