@@ -8,18 +8,36 @@ from prometheus_client import REGISTRY
 from detectors import LimitExceedance
 from detectors.suite import DetectorSuite
 from schemas.validation import ValidationPolicy
-from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results
+from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results, partition_for
 
 
-def message(value, offset=0, key=b"food/grain_products/rice"):
-    return SourceMessage("reports", 3, offset, key, value)
+def message(value, offset=0, key=b"food/grain_products/rice", timestamp=None):
+    return SourceMessage("reports", 3, offset, key, value, timestamp)
 
 
-def ingest(*messages, max_bytes=100_000):
+def ingest(*messages, max_bytes=100_000, is_local=None):
     from datetime import timedelta
 
     policy = ValidationPolicy(max_age=timedelta(days=36500), max_future_skew=timedelta(days=3650))
-    return Ingestor(policy, max_bytes).ingest(messages)
+    return Ingestor(policy, max_bytes).ingest(messages, is_local)
+
+
+def test_results_of_owned_categories_stay_local_and_the_rest_travel(report):
+    other = {**report, "sample_id": "S-2", "category": "food/grain_products/wheat_flour"}
+    output = ingest(
+        message(orjson.dumps(report), timestamp=100.0), message(orjson.dumps(other), offset=1), is_local=lambda c: c.endswith("/rice")
+    )
+    assert {r.category for r in output.local} == {"food/grain_products/rice"} and len(output.local) == 4
+    assert output.local_published == [100.0]
+    assert [key for key, _ in output.results] == [b"food/grain_products/wheat_flour"]
+
+
+def test_partition_for_agrees_with_kafkas_default_partitioner():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in (b"food/grain_products/rice", b"food/dairy/milk", b"x", "食品/大米".encode()):
+        for partitions in (1, 4, 8, 12):
+            assert partition_for(key, partitions) == DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
 
 
 def test_valid_items_travel_in_one_envelope_per_category(report):
