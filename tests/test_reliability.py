@@ -113,8 +113,8 @@ def test_two_workers_store_everything_exactly_once_when_one_is_killed_mid_stream
             async def kill_and_restart() -> None:
                 nonlocal victim
                 for round_ in range(1, kills + 1):
-                    while (await asyncio.to_thread(victim.metrics)).get("riskwatch_result_batches_processed_total", 0) < 3:
-                        await asyncio.sleep(0.2)  # kill it once it is busy storing results
+                    while (await asyncio.to_thread(victim.metrics)).get("riskwatch_results_stored_total", 0) < 30:
+                        await asyncio.sleep(0.2)  # kill it once it is busy storing results (in place or off the results topic)
                     victim.kill()  # SIGKILL: no shutdown, no commit, mid-batch
                     killed_busy.append(round_)
                     victim = WorkerProcess(victim_env, tmp_path / f"victim-{round_}.log")
