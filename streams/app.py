@@ -193,6 +193,7 @@ def create_app(settings: Settings) -> faust.App:
             metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
             for event in events:
                 await stream.ack(event)
+            metrics.REPORTS_HANDLED.inc(output.reports)
             _note_processed(processed, events)
 
     @app.agent(results)

@@ -10,6 +10,9 @@ REPORTS_RECEIVED = Counter(
 )
 REPORTS_REJECTED = Counter("riskwatch_reports_rejected", "Lab reports rejected whole, by reason code", ["reason"])
 ITEMS_REJECTED = Counter("riskwatch_items_rejected", "Test items rejected alone, by reason code", ["reason"])
+REPORTS_HANDLED = Counter(
+    "riskwatch_reports_handled", "Reports done with: results stored or sent on, rejections dead-lettered, messages acknowledged"
+)
 RESULTS_VALID = Counter("riskwatch_results_valid", "Valid normalised results (sent to the results topic or processed in place)")
 RESULTS_LOCAL = Counter("riskwatch_results_local", "Valid results processed by the worker that ingested them, not sent round the results topic")
 RESULT_BATCHES_SENT = Counter("riskwatch_result_batches_sent", "Result envelopes sent to the results topic")

@@ -46,6 +46,7 @@ class IngestOutput:
     results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (category key, envelope) for the results topic
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     valid_results: int = 0
+    reports: int = 0  # in the messages, valid or not
     local: list[LabResult] = field(default_factory=list)  # results of categories this worker processes itself
     local_published: list[float] = field(default_factory=list)  # when their reports were published, for latency
 
@@ -92,6 +93,7 @@ class Ingestor:
                 log.exception("unexpected error validating %s[%d]@%d", message.topic, message.partition, message.offset)
                 self._reject(output, message, "internal", f"internal error while validating: {error!r}")
             metrics.REPORTS_RECEIVED.inc(reports)
+            output.reports += reports
         for category, results in by_category.items():
             if is_local is not None and is_local(category):
                 output.local.extend(results)

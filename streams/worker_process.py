@@ -67,13 +67,13 @@ class WorkerProcess:
         raise TimeoutError(f"worker not ready after {timeout:.0f} s; see {self.log_file}")
 
     async def wait_drained(self, reports_sent: int, timeout: float = 120.0, settle: float = 1.0) -> dict[str, float]:
-        """Until every report sent has been ingested and every result envelope processed."""
+        """Until every report sent has been handled (its in-place results stored) and every result envelope processed."""
         deadline = time.monotonic() + timeout
         last: dict[str, float] = {}
         while time.monotonic() < deadline:
             self._check_alive()
             last = await asyncio.to_thread(self.metrics)
-            received = last.get("riskwatch_reports_received_total", 0)
+            received = last.get("riskwatch_reports_handled_total", 0)
             sent = last.get("riskwatch_result_batches_sent_total", 0)
             processed = last.get("riskwatch_result_batches_processed_total", 0)
             if received >= reports_sent and processed >= sent:
