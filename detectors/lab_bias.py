@@ -22,7 +22,7 @@ from collections import deque
 from datetime import datetime
 
 from detectors.base import Detector, Evidence, firing, log_level, segment_text
-from detectors.univariate import Cusum, RobustBaseline, fstdev
+from detectors.univariate import Cusum, RobustBaseline, fstdev, sorted_median
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -40,13 +40,6 @@ def algorithm_a(values: list[float], tolerance: float = 1e-6, max_rounds: int = 
             return new_x, new_s
         x, s = new_x, new_s
     return x, s
-
-
-def _median(values: list[float]) -> float:
-    """statistics.median without its generality, which costs more than the sort here."""
-    values.sort()
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 class _MakerDifferences:
@@ -121,7 +114,7 @@ class LabBias(Detector):
         peers = [lab.level for other, lab in labs.items() if other != lab_id and len(lab.level) >= self.min_results]
         if len(peers) + 1 < self.min_labs:
             return None
-        return _median([p.median for p in peers]), _median([p.scale for p in peers])
+        return sorted_median(sorted(p.median for p in peers)), sorted_median(sorted(p.scale for p in peers))
 
     def _update(self, result: LabResult) -> bool:
         """Learn the result; True when one of its lab's CUSUMs signals."""

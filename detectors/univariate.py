@@ -39,6 +39,15 @@ def fstdev(values: Sequence[float]) -> float:
     return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def sorted_median(ordered: Sequence[float]) -> float:
+    """Median of values already sorted (nan for none): statistics.median's generality costs more than that."""
+    n = len(ordered)
+    if n == 0:
+        return math.nan
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def median_absolute_deviation(ordered: Sequence[float], centre: float) -> float:
     """Median of |v − centre| over values already sorted, in O(log n).
 
@@ -97,11 +106,9 @@ class RobustBaseline:
     @property
     def median(self) -> float:
         if self._median is None:
-            values, n = self._sorted, len(self._sorted)
-            if n == 0:
+            if not self._sorted:
                 return math.nan
-            mid = n // 2
-            self._median = values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
+            self._median = sorted_median(self._sorted)
         return self._median
 
     @property

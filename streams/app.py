@@ -135,16 +135,15 @@ def create_app(settings: Settings) -> faust.App:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
         log.info("riskwatch: %d partitions assigned", len(assigned))
 
-    def results_partition(category: str) -> int:
-        partitions = app.consumer.topic_partitions(settings.results_topic) or settings.topic_partitions
-        return partition_for(category.encode(), partitions)
+    def results_partitions() -> int:
+        """Partitions of the results topic as the broker has them (the app's setting until known)."""
+        return app.consumer.topic_partitions(settings.results_topic) or settings.topic_partitions
 
-    def owned_categories() -> Callable[[str], bool] | None:
+    def owned_categories(partitions: int) -> Callable[[str], bool] | None:
         """Whether a category's results partition is assigned to this worker (as of now)."""
         if not settings.process_in_place:
             return None
         owned = frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.results_topic)
-        partitions = app.consumer.topic_partitions(settings.results_topic) or settings.topic_partitions
         return lambda category: partition_for(category.encode(), partitions) in owned  # called on the ingest thread
 
     async def detect_and_store(batch: list, published: list[float], pending: list) -> None:
@@ -176,13 +175,12 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
             messages = [_source(event) for event in events]
-            is_local = owned_categories()
+            partitions = results_partitions()  # once per batch: ownership and sends must agree
+            is_local = owned_categories(partitions)
             # Off the event loop: a take of batch messages can hold many thousands of reports, and
             # heartbeats and /metrics must go on meanwhile.
             output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
-            pending = [
-                await results.send(key=key, value=value, partition=results_partition(key.decode())) for key, value in output.results
-            ]
+            pending = [await results.send(key=key, value=value, partition=partition_for(key, partitions)) for key, value in output.results]
             pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
             # Categories whose results partition is this worker's own are processed here: the
             # results topic would only bring them back (same partitioner, explicit partition).
