@@ -8,8 +8,10 @@ derived the same way from detector and signal, so a replay cannot create a secon
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -103,6 +105,11 @@ class LabResult:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> LabResult:
+        """The result of a ``to_wire`` dict, checked field by field: the results topic may carry a
+        foreign producer's messages, and one bad row must not stop a ClickHouse insert forever."""
+        problem = wire_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
         data = dict(data)
         for name in _TIMESTAMPS:
             data[name] = _from_ms(data[name])
@@ -111,6 +118,50 @@ class LabResult:
 
 _TIMESTAMPS = ("sampled_at", "tested_at", "published_at")
 _FIELDS = tuple(f.name for f in fields(LabResult))
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_MS_RANGE = (_ms(datetime(1900, 1, 1, tzinfo=UTC)), _ms(datetime(2299, 12, 31, tzinfo=UTC)))  # ClickHouse DateTime64's
+_CHOICES = {"limit_type": ("max", "min"), "verdict": ("pass", "fail")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each annotation of LabResult accepts on the wire (timestamps are epoch milliseconds).
+_WIRE_TYPES: dict[str, tuple[str, Any]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "float | None": ("a finite number or null", lambda v: v is None or _is_number(v)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "int": ("an integer", lambda v: _is_integer(v) and -(2**31) <= v < 2**63),
+    "datetime": ("epoch milliseconds in 1900-2299", lambda v: _is_integer(v) and _MS_RANGE[0] <= v <= _MS_RANGE[1]),
+}
+_WIRE_CHECKS = tuple((f.name, f.default is MISSING, *_WIRE_TYPES[f.type]) for f in fields(LabResult))
+
+
+def wire_problem(data: Any) -> str | None:
+    """Why a dict is not a result ``to_wire`` could have written (None if it is one)."""
+    if not isinstance(data, dict):
+        return f"a result must be an object, not {type(data).__name__}"
+    unknown = data.keys() - _FIELDS
+    if unknown:
+        return f"unknown fields {sorted(unknown)}"
+    for name, required, expected, accepts in _WIRE_CHECKS:
+        if name not in data:
+            if required:
+                return f"{name} is missing"
+        elif not accepts(data[name]):
+            return f"{name} must be {expected}, not {data[name]!r:.80}"
+    if not _UUID.fullmatch(data["result_id"]):
+        return f"result_id must be a lower-case UUID, not {data['result_id']!r:.80}"
+    for name, choices in _CHOICES.items():
+        if name in data and data[name] not in choices:
+            return f"{name} must be one of {', '.join(choices)}, not {data[name]!r:.80}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

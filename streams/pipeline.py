@@ -64,9 +64,21 @@ def encode_results(results: Sequence[LabResult], published: float | None = None)
 def decode_results(payload: bytes) -> tuple[list[LabResult], float | None]:
     """The results of an envelope and when their oldest report was published (for latency)."""
     envelope = orjson.loads(payload)
-    if envelope.get("schema") != RESULTS_SCHEMA:
-        raise ValueError(f"expected a {RESULTS_SCHEMA} envelope, got schema {envelope.get('schema')!r}")
-    return [LabResult.from_wire(r) for r in envelope["results"]], envelope.get("published")
+    if not isinstance(envelope, dict) or envelope.get("schema") != RESULTS_SCHEMA:
+        schema = envelope.get("schema") if isinstance(envelope, dict) else type(envelope).__name__
+        raise ValueError(f"expected a {RESULTS_SCHEMA} envelope, got {schema!r:.80}")
+    results, published = envelope.get("results"), envelope.get("published")
+    if not isinstance(results, list):
+        raise ValueError("results must be a list")
+    if published is not None and not (isinstance(published, int | float) and not isinstance(published, bool)):
+        raise ValueError(f"published must be epoch seconds or null, not {published!r:.80}")
+    decoded = []
+    for n, result in enumerate(results):
+        try:
+            decoded.append(LabResult.from_wire(result))
+        except ValueError as error:
+            raise ValueError(f"results[{n}]: {error}") from None
+    return decoded, published
 
 
 class Ingestor:

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from schemas.results import LabResult
 from streams.clickhouse import connect
+from streams.pipeline import RESULTS_SCHEMA
 from streams.settings import Settings
+from streams.worker_process import WorkerProcess
 from tests.conftest import example_report
-from tests.test_end_to_end import read_topic, run_worker, topics, worker_env
+from tests.test_end_to_end import read_topic, send_all, topics, worker_env
 
 pytestmark = pytest.mark.timeout(300)
 NOW = datetime.now(UTC)
@@ -56,6 +59,31 @@ BAD: list[tuple[bytes, str]] = [
 ]
 
 
+def foreign_envelopes() -> list[tuple[bytes, str]]:
+    """Messages a foreign producer might put on the results topic, with words their reasons must hold.
+    Each would otherwise reach the detectors or fail the ClickHouse insert, retried forever."""
+    report = good(200)
+    wire = {"result_id": "6b0f5c3e-5d6e-5b7a-9c1d-2e3f4a5b6c7d", "report_id": report["report_id"], "sample_id": report["sample_id"],
+            "lab_id": "JNQI", "lab_name": "lab", "city": "jinan", "programme": "city_supervision", "category": report["category"],
+            "product_name": "大米", "manufacturer_name": "", "manufacturer_uscc": "", "sampling_site": "", "site_kind": "distribution",
+            "sampled_at": 1_700_000_000_000, "tested_at": 1_700_000_100_000, "published_at": 1_700_000_200_000, "test_item": "lead",
+            "value": 0.05, "unit": "mg/kg", "qualitative": None, "lod": 0.01, "limit": 0.2, "limit_type": "max", "limit_ratio": 0.25,
+            "standard": "GB 2762-2022", "verdict": "pass", "reported_value": 0.05, "reported_unit": "mg/kg"}  # fmt: skip
+    LabResult.from_wire(wire)  # the unchanged row is valid: each case below breaks one thing
+
+    def envelope(**change) -> bytes:
+        return orjson.dumps({"schema": RESULTS_SCHEMA, "published": None, "results": [wire | change]})
+
+    return [
+        (b"not json", "not a results envelope"),
+        (orjson.dumps({"schema": "someone.else.v1", "results": []}), "someone.else.v1"),
+        (envelope(result_id="R-1"), "result_id"),
+        (envelope(verdict="maybe"), "verdict"),
+        (envelope(sampled_at=10**15), "sampled_at"),
+        (envelope(value="0.05"), "value"),
+    ]
+
+
 def test_bad_input_is_dead_lettered_with_reasons_and_good_input_is_stored(broker, tmp_path):
     named = topics("badinput")
     # Every result round the results topic, as on a worker that does not own its categories'
@@ -65,11 +93,31 @@ def test_bad_input_is_dead_lettered_with_reasons_and_good_input_is_stored(broker
     for n, (payload, _) in enumerate(BAD):  # interleaved: good, bad, good, bad, ...
         messages.append((b"food/grain_products/rice", orjson.dumps(good(n))))
         messages.append((b"food/grain_products/rice", payload))
-    metrics = asyncio.run(run_worker(env, tmp_path / "worker.log", named.reports_topic, broker.bootstrap, messages))
-    letters = asyncio.run(read_topic(broker.bootstrap, named.dead_letter_topic, len(BAD)))
-    codes = sorted(orjson.loads(r.value)["code"] for r in letters)
-    assert codes == sorted(code for _, code in BAD)
-    assert all(orjson.loads(r.value)["reason"] for r in letters)
+    foreign = foreign_envelopes()
+
+    async def run() -> dict[str, float]:
+        worker = WorkerProcess(env, tmp_path / "worker.log")
+        worker.start()
+        try:
+            await worker.wait_ready()
+            await send_all(broker.bootstrap, named.results_topic, [(b"food/grain_products/rice", payload) for payload, _ in foreign])
+            await send_all(broker.bootstrap, named.reports_topic, messages)
+            return await worker.wait_drained(len(messages))
+        finally:
+            assert worker.stop() == 0
+
+    metrics = asyncio.run(run())
+    letters = [orjson.loads(r.value) for r in asyncio.run(read_topic(broker.bootstrap, named.dead_letter_topic, len(BAD) + len(foreign)))]
+    from_reports = [letter for letter in letters if letter["source"]["topic"] == named.reports_topic]
+    assert sorted(letter["code"] for letter in from_reports) == sorted(code for _, code in BAD)
+    assert all(letter["reason"] for letter in letters)
+    from_results = sorted(
+        (letter for letter in letters if letter["source"]["topic"] == named.results_topic), key=lambda d: d["source"]["offset"]
+    )
+    assert [letter["code"] for letter in from_results] == ["bad_envelope"] * len(foreign)
+    for letter, (_, words) in zip(from_results, foreign, strict=True):
+        assert words in letter["reason"], letter["reason"]
+    assert metrics["riskwatch_dead_letters_total"] == len(BAD) + len(foreign)
     item_level = sum(1 for _, code in BAD if code.startswith("item_"))  # these lose one item; their other three are good
     expected = 4 * len(BAD) + 3 * item_level
     assert metrics["riskwatch_results_stored_total"] == expected

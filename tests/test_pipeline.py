@@ -128,3 +128,17 @@ def test_a_malformed_batch_is_refused_whole(report):
         (letter,) = [orjson.loads(value) for _, value in output.dead_letters]
         assert letter["code"] == "batch_schema" and "batch_index" not in letter
         assert output.valid_results == 0
+
+
+def test_every_simulated_result_survives_the_results_envelope_exactly():
+    """The envelope check refuses foreign rows; it must accept every row ingest writes
+    (numbers, non-detects, qualitative items, min limits) and give it back unchanged."""
+    from streams.simulation import Simulator
+
+    simulator = Simulator(seed=11)
+    messages = [message(orjson.dumps(simulator.next_report()), offset=n) for n in range(300)]
+    originals = sorted(ingest(*messages, is_local=lambda _: True).local, key=lambda r: r.result_id)
+    decoded = sorted((r for _, value in ingest(*messages).results for r in decode_results(value)[0]), key=lambda r: r.result_id)
+    assert len(originals) > 900 and decoded == originals
+    assert {r.qualitative for r in decoded} >= {None, "not_detected"} and {r.limit_type for r in decoded} == {"max", "min"}
+    assert any(r.value is None for r in decoded) and any(r.limit is None for r in decoded)
