@@ -237,20 +237,28 @@ def _print_summary(summary, dry_run: bool = False) -> None:
 @click.option("--clickhouse", "to_clickhouse", is_flag=True, help="Write alerts to the configured ClickHouse alerts table")
 def backtest(file: Path, out: Path | None, to_clickhouse: bool) -> None:
     """Run the detectors over a historical file (lab reports .jsonl, or results .csv); no Kafka."""
+    from detectors.suite import DetectorSuite, default_detectors
     from streams.backtest import backtest as run_backtest
     from streams.backtest import write_jsonl
 
     if out is None and not to_clickhouse:
         raise click.UsageError("say where the alerts go: --out FILE and/or --clickhouse")
-    with _progress() as progress:
-        task = progress.add_task(f"backtesting {file.name}", total=None)
-        outcome = run_backtest(file, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    settings = _settings()
+    fits = settings.fit_executor()  # as in the worker: model fits beside the detectors, on the other core
+    try:
+        suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
+        with _progress() as progress:
+            task = progress.add_task(f"backtesting {file.name}", total=None)
+            outcome = run_backtest(file, suite, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    finally:
+        if fits is not None:
+            fits.shutdown(cancel_futures=True)
     if out is not None:
         write_jsonl(outcome.alerts, out)
     if to_clickhouse:
         from streams.clickhouse import Store, connect, ensure_schema
 
-        client = connect(_settings())
+        client = connect(settings)
         ensure_schema(client)
         Store(client).insert_alerts(outcome.alerts)
         client.close()
@@ -405,7 +413,9 @@ def bench_detect(seed: int, per_kind: int, clean_reports: int, as_json: bool) ->
 @bench.command("pipeline")
 @click.option("--reports", type=int, default=20_000, show_default=True, help="Report messages in the throughput runs")
 @click.option("--partitions", type=int, default=8, show_default=True)
-@click.option("--rate", type=float, default=2000.0, show_default=True, help="Offered reports/s for the latency run (issue 8's target: 2,000)")
+@click.option(
+    "--rate", type=float, default=2000.0, show_default=True, help="Offered reports/s for the latency run (issue 8's target: 2,000)"
+)
 def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
     """Throughput of bare aiokafka, a no-op Faust agent and the full worker; latency at a fixed rate."""
     from streams.bench_pipeline import run
