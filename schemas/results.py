@@ -121,6 +121,7 @@ _FIELDS = tuple(f.name for f in fields(LabResult))
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MS_RANGE = (_ms(datetime(1900, 1, 1, tzinfo=UTC)), _ms(datetime(2299, 12, 31, tzinfo=UTC)))  # ClickHouse DateTime64's
 _CHOICES = {"limit_type": ("max", "min"), "verdict": ("pass", "fail")}
+_INTEGER_RANGES = {"source_partition": (-(2**31), 2**31 - 1), "source_offset": (-(2**63), 2**63 - 1)}  # Int32, Int64 columns
 
 
 def _is_number(value: Any) -> bool:
@@ -137,7 +138,7 @@ _WIRE_TYPES: dict[str, tuple[str, Any]] = {
     "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
     "float | None": ("a finite number or null", lambda v: v is None or _is_number(v)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "int": ("an integer", lambda v: _is_integer(v) and -(2**31) <= v < 2**63),
+    "int": ("an integer", _is_integer),
     "datetime": ("epoch milliseconds in 1900-2299", lambda v: _is_integer(v) and _MS_RANGE[0] <= v <= _MS_RANGE[1]),
 }
 _WIRE_CHECKS = tuple((f.name, f.default is MISSING, *_WIRE_TYPES[f.type]) for f in fields(LabResult))
@@ -161,6 +162,9 @@ def wire_problem(data: Any) -> str | None:
     for name, choices in _CHOICES.items():
         if name in data and data[name] not in choices:
             return f"{name} must be one of {', '.join(choices)}, not {data[name]!r:.80}"
+    for name, (least, most) in _INTEGER_RANGES.items():
+        if name in data and not least <= data[name] <= most:
+            return f"{name} must be in {least}..{most}, not {data[name]}"
     return None
 
 

@@ -81,6 +81,7 @@ def foreign_envelopes() -> list[tuple[bytes, str]]:
         (envelope(verdict="maybe"), "verdict"),
         (envelope(sampled_at=10**15), "sampled_at"),
         (envelope(value="0.05"), "value"),
+        (envelope(source_partition=2**40), "source_partition"),
     ]
 
 
