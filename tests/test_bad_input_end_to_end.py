@@ -14,9 +14,8 @@ from schemas.results import LabResult
 from streams.clickhouse import connect
 from streams.pipeline import RESULTS_SCHEMA
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
 from tests.conftest import example_report
-from tests.test_end_to_end import read_topic, send_all, topics, worker_env
+from tests.test_end_to_end import read_topic, run_worker, topics, worker_env
 
 pytestmark = pytest.mark.timeout(300)
 NOW = datetime.now(UTC)
@@ -95,19 +94,10 @@ def test_bad_input_is_dead_lettered_with_reasons_and_good_input_is_stored(broker
         messages.append((b"food/grain_products/rice", orjson.dumps(good(n))))
         messages.append((b"food/grain_products/rice", payload))
     foreign = foreign_envelopes()
-
-    async def run() -> dict[str, float]:
-        worker = WorkerProcess(env, tmp_path / "worker.log")
-        worker.start()
-        try:
-            await worker.wait_ready()
-            await send_all(broker.bootstrap, named.results_topic, [(b"food/grain_products/rice", payload) for payload, _ in foreign])
-            await send_all(broker.bootstrap, named.reports_topic, messages)
-            return await worker.wait_drained(len(messages))
-        finally:
-            assert worker.stop() == 0
-
-    metrics = asyncio.run(run())
+    on_results_topic = (named.results_topic, [(b"food/grain_products/rice", payload) for payload, _ in foreign])
+    metrics = asyncio.run(
+        run_worker(env, tmp_path / "worker.log", named.reports_topic, broker.bootstrap, messages, before=on_results_topic)
+    )
     letters = [orjson.loads(r.value) for r in asyncio.run(read_topic(broker.bootstrap, named.dead_letter_topic, len(BAD) + len(foreign)))]
     from_reports = [letter for letter in letters if letter["source"]["topic"] == named.reports_topic]
     assert sorted(letter["code"] for letter in from_reports) == sorted(code for _, code in BAD)

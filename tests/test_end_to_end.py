@@ -134,12 +134,17 @@ def stored_counts(data_dir: Path) -> dict[str, int]:
         client.close()
 
 
-async def run_worker(env: dict[str, str], log: Path, topic: str, bootstrap: str, messages: list) -> dict[str, float]:
-    """Start a worker, publish, wait until it has stored everything, stop it gracefully."""
+async def run_worker(
+    env: dict[str, str], log: Path, topic: str, bootstrap: str, messages: list, *, before: tuple[str, list] | None = None
+) -> dict[str, float]:
+    """Start a worker, publish (``before``: (topic, messages) sent first), wait until it has stored
+    every report's results, stop it gracefully."""
     worker = WorkerProcess(env, log)
     worker.start()
     try:
         await worker.wait_ready()
+        if before is not None:
+            await send_all(bootstrap, *before)
         await send_all(bootstrap, topic, messages)
         return await worker.wait_drained(len(messages))
     finally:
