@@ -124,7 +124,8 @@ _CHOICES = {"limit_type": ("max", "min"), "verdict": ("pass", "fail")}
 _INTEGER_RANGES = {"source_partition": (-(2**31), 2**31 - 1), "source_offset": (-(2**63), 2**63 - 1)}  # Int32, Int64 columns
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite JSON number (true and false are not numbers, though Python's bool is an int)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -136,7 +137,7 @@ def _is_integer(value: Any) -> bool:
 _WIRE_TYPES: dict[str, tuple[str, Any]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
-    "float | None": ("a finite number or null", lambda v: v is None or _is_number(v)),
+    "float | None": ("a finite number or null", lambda v: v is None or is_number(v)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "int": ("an integer", _is_integer),
     "datetime": ("epoch milliseconds in 1900-2299", lambda v: _is_integer(v) and _MS_RANGE[0] <= v <= _MS_RANGE[1]),

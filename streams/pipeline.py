@@ -17,7 +17,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from detectors.suite import MERGE_WINDOWS, DetectorSuite
-from schemas.results import Alert, LabResult
+from schemas.results import Alert, LabResult, is_number
 from schemas.validation import ValidationPolicy, validate_message
 from streams import metrics
 from streams.clickhouse import Store
@@ -70,7 +70,7 @@ def decode_results(payload: bytes) -> tuple[list[LabResult], float | None]:
     results, published = envelope.get("results"), envelope.get("published")
     if not isinstance(results, list):
         raise ValueError("results must be a list")
-    if published is not None and not (isinstance(published, int | float) and not isinstance(published, bool)):
+    if published is not None and not is_number(published):
         raise ValueError(f"published must be epoch seconds or null, not {published!r:.80}")
     decoded = []
     for n, result in enumerate(results):
