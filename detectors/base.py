@@ -13,11 +13,11 @@ repeated firings of one signal into one alert and gives it a deterministic id.
 from __future__ import annotations
 
 import math
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from detectors.window import Evidence
 from schemas.catalogue import category_name, city_name, test_item_name
 from schemas.results import Alert, LabResult, alert_id_for
 
@@ -55,18 +55,6 @@ class Detector(ABC):
 
     def reset(self) -> None:  # noqa: B027 - stateless detectors hold nothing
         """Forget all state (e.g. when partitions are revoked)."""
-
-
-class Evidence:
-    """What an alert needs of a result it cites (id, time, city, lab), for detectors that keep
-    windows of recent results per segment: a quarter of a LabResult's memory, whose other
-    strings and numbers can then be freed."""
-
-    __slots__ = ("result_id", "sampled_at", "city", "lab_id", "synthetic")
-
-    def __init__(self, result: LabResult) -> None:
-        self.result_id, self.sampled_at, self.synthetic = result.result_id, result.sampled_at, result.synthetic
-        self.city, self.lab_id = sys.intern(result.city), sys.intern(result.lab_id)  # one copy per city and lab
 
 
 def log_level(result: LabResult) -> float | None:

@@ -10,12 +10,12 @@ rising steadily rather than jumping once. Both must agree, which keeps false ala
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from detectors.base import Detector, Evidence, firing, log_level, segment_text
+from detectors.base import Detector, firing, log_level, segment_text
 from detectors.univariate import Cusum, Ewma, RobustBaseline, kendall_s, trend_test
+from detectors.window import Window
 from schemas.results import Alert, LabResult, Severity
 
 Segment = tuple[str, str, str]
@@ -23,7 +23,7 @@ Segment = tuple[str, str, str]
 
 @dataclass(slots=True)
 class _SegmentState:
-    recent: deque = field(default_factory=deque)  # (level, Evidence)
+    recent: Window = field(default_factory=Window)  # the levels not yet in the reference, with their results
     reference: RobustBaseline = field(default_factory=RobustBaseline)
     cusum: Cusum = field(default_factory=Cusum)
     ewma: Ewma = field(default_factory=Ewma)
@@ -79,9 +79,9 @@ class LimitDrift(Detector):
         if z is not None:
             state.cusum.update(z)
             state.ewma.update(z)
-        state.recent.append((level, Evidence(result)))
+        state.recent.append(result, level)
         if len(state.recent) > self.recent:
-            old_level, _ = state.recent.popleft()
+            (old_level,) = state.recent.popleft()
             state.reference.learn_one(old_level)
 
     def score_one(self, result: LabResult) -> float:
@@ -103,7 +103,7 @@ class LimitDrift(Detector):
         )
         if cusum <= self.cusum_h and ewma <= ewma_limit:
             return []
-        window = [lv for lv, _ in state.recent] + [level]
+        window = [*state.recent.column(), level]
         if len(window) < 8 or kendall_s(window) <= 0:
             return []
         trend = trend_test(window)
@@ -122,7 +122,7 @@ class LimitDrift(Detector):
         charts = f"CUSUM {cusum:.1f} (limit {self.cusum_h:g}), EWMA {ewma:.2f} (limit {ewma_limit:.2f})"
         eta_en = f" At this rate it reaches the limit in about {steps:.0f} more results." if steps > 0 else " It is at the limit."
         eta_zh = f"按此速度约再{steps:.0f}批次将达到限量。" if steps > 0 else "已达到限量。"
-        evidence = [r for _, r in state.recent] + [result]
+        evidence = [*state.recent.evidence(), result]
         return firing(
             self.name,
             "|".join(self.segment(result)),

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import deque
+from array import array
 from datetime import datetime
 
-from detectors.base import Detector, Evidence, firing, log_level, segment_text
+from detectors.base import Detector, firing, log_level, segment_text
 from detectors.univariate import Cusum, RobustBaseline, fstdev, sorted_median
+from detectors.window import Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -46,26 +47,29 @@ class _MakerDifferences:
     """The last ``window`` differences of one maker's products from the peers, with running sums
     per lab, so that "the other labs' mean" costs O(1) instead of a pass over the window."""
 
-    __slots__ = ("recent", "total", "by_lab")
+    __slots__ = ("window", "labs", "differences", "total", "by_lab")
 
     def __init__(self, window: int) -> None:
-        self.recent: deque = deque(maxlen=window)  # (lab, difference)
+        self.window = window
+        self.labs: list[str] = []  # the last differences' labs and values, oldest first
+        self.differences = array("d")
         self.total = 0.0
         self.by_lab: dict[str, list] = {}  # lab → [sum, count]
 
     def others(self, lab_id: str) -> tuple[float, int]:
         """Sum and number of the differences measured by labs other than ``lab_id``."""
         own_sum, own_count = self.by_lab.get(lab_id, (0.0, 0))
-        return self.total - own_sum, len(self.recent) - own_count
+        return self.total - own_sum, len(self.labs) - own_count
 
     def add(self, lab_id: str, difference: float) -> None:
-        if len(self.recent) == self.recent.maxlen:
-            old_lab, old = self.recent[0]
+        if len(self.labs) == self.window:
+            old_lab, old = self.labs.pop(0), self.differences.pop(0)
             self.total -= old
             own = self.by_lab[old_lab]
             own[0] -= old
             own[1] -= 1
-        self.recent.append((lab_id, difference))
+        self.labs.append(lab_id)
+        self.differences.append(difference)
         self.total += difference
         own = self.by_lab.setdefault(lab_id, [0.0, 0])
         own[0] += difference
@@ -79,7 +83,7 @@ class _Lab:
 
     def __init__(self, window: int, k: float, h: float) -> None:
         self.level = RobustBaseline(window)
-        self.differences: deque = deque(maxlen=window)  # (difference from peers in log units, z, Evidence)
+        self.differences = Window(window, width=2)  # each result's difference from the peers (log units) and its z
         self.high, self.low = Cusum(k, h), Cusum(k, h)
 
     def restart(self) -> None:
@@ -132,7 +136,7 @@ class LabBias(Detector):
         reference, scale = peers
         difference = level - reference - self._maker_offset(result, level - reference)
         z = max(-self.z_cap, min(self.z_cap, difference / scale))
-        lab.differences.append((difference, z, Evidence(result)))
+        lab.differences.append(result, difference, z)
         return lab.high.update(z) | lab.low.update(-z)
 
     def _maker_offset(self, result: LabResult, difference: float) -> float:
@@ -181,24 +185,21 @@ class LabBias(Detector):
         """ISO 13528 z-score of every lab with enough results (``min_results``, by default the detector's) on this category × item."""
         least = self.min_results if min_results is None else min_results
         means = {
-            lab_id: statistics.fmean(d for d, _, _ in lab.differences)
+            lab_id: statistics.fmean(lab.differences.column(0))
             for lab_id, lab in self.values.get((category, test_item), {}).items()
             if len(lab.differences) >= least
         }
         if len(means) < self.min_labs:
             return {}
         x_star, s_star = algorithm_a(list(means.values()))
-        spreads = [
-            fstdev([d for d, _, _ in lab.differences]) for lab in self.values[(category, test_item)].values() if len(lab.differences) >= 2
-        ]
+        spreads = [fstdev(lab.differences.column(0)) for lab in self.values[(category, test_item)].values() if len(lab.differences) >= 2]
         within = statistics.median(spreads) / math.sqrt(self.window) if spreads else 0.0
         return {lab_id: (mean - x_star) / max(s_star, within, 1e-9) for lab_id, mean in means.items()}
 
     def _firing(self, key: tuple[str, str], lab_id: str, lab: _Lab, run: int, *, higher: bool, now: datetime) -> Alert:
         category, test_item = key
-        recent = list(lab.differences)[-run:]
-        results = [r for _, _, r in recent]
-        factor = math.exp(statistics.fmean(d for d, _, _ in recent))
+        results = lab.differences.evidence(-run)
+        factor = math.exp(statistics.fmean(lab.differences.column(0)[-run:]))
         iso_z = self.z_scores(category, test_item, min_results=min(self.min_results, 5)).get(lab_id)  # a fast signal may come early
         iso_en = (
             f"; ISO 13528 z-score {iso_z:+.1f} (|z| ≥ {self.questionable:g} questionable, ≥ {self.unsatisfactory:g} unsatisfactory)"

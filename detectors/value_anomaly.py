@@ -14,11 +14,11 @@ the CUSUM but do not fire it: each is limit exceedance's alert; non-detects carr
 from __future__ import annotations
 
 import math
-from collections import deque
 from datetime import datetime
 
-from detectors.base import Detector, Evidence, firing, log_level, percent_of_limit, segment_text
+from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
 from detectors.univariate import Cusum, RobustBaseline
+from detectors.window import Window
 from schemas.results import Alert, LabResult, Severity
 
 Segment = tuple[str, str, str]
@@ -43,7 +43,7 @@ class ValueAnomaly(Detector):
         self.k, self.h, self.z_cap, self.hold_z, self.adapt_after = k, h, z_cap, hold_z, adapt_after
         self.baselines: dict[Segment, RobustBaseline] = {}
         self.charts: dict[Segment, Cusum] = {}
-        self.recent: dict[Segment, deque] = {}  # (z, Evidence) of the last values, newest last: the CUSUM run's evidence
+        self.recent: dict[Segment, Window] = {}  # the last results and their z, newest last: the CUSUM run's evidence
         self.held: dict[Segment, list[float]] = {}  # unusual levels kept out of the baseline
 
     @staticmethod
@@ -69,9 +69,9 @@ class ValueAnomaly(Detector):
         chart = self.charts.get(key)
         if chart is None:
             chart = self.charts[key] = Cusum(self.k, self.h)
-            self.recent[key] = deque(maxlen=self.adapt_after)
+            self.recent[key] = Window(self.adapt_after)
         chart.update(min(z, self.z_cap))
-        self.recent[key].append((z, Evidence(result)))
+        self.recent[key].append(result, z)
         held = self.held.setdefault(key, [])
         if z < self.hold_z:
             held.clear()
@@ -99,9 +99,9 @@ class ValueAnomaly(Detector):
         cusum = max(0.0, chart.s + min(z, self.z_cap) - self.k) if chart is not None else 0.0
         if z < self.threshold_z and cusum <= self.h:
             return []
-        run = list(self.recent[key])[-chart.run :] if chart is not None and chart.run and cusum > self.h else []  # the CUSUM's run so far
-        earlier = [r for _, r in run]
-        zs = ", ".join(f"{earlier_z:.1f}" for earlier_z, _ in run)
+        run = chart.run if chart is not None and chart.run and cusum > self.h else 0  # the CUSUM's run so far
+        earlier = self.recent[key].evidence(-run) if run else []
+        zs = ", ".join(f"{earlier_z:.1f}" for earlier_z in self.recent[key].column()[-run:]) if run else ""
         usual = baseline.median
         factor = math.exp(level - usual)
         severity = Severity.POTENTIALLY_SERIOUS if result.limit and level >= math.log(0.5) else Severity.NOT_SERIOUS

@@ -108,7 +108,7 @@ def test_maker_differences_keep_running_sums_equal_to_a_fresh_count():
     seen = _MakerDifferences(window=7)
     for _ in range(60):
         lab, difference = rng.choice(["A", "B", "C"]), rng.gauss(0, 1)
-        others = [d for other, d in seen.recent if other != lab]
+        others = [d for other, d in zip(seen.labs, seen.differences, strict=True) if other != lab]
         total, count = seen.others(lab)
         assert count == len(others) and total == pytest.approx(sum(others), abs=1e-9)
         seen.add(lab, difference)
