@@ -51,11 +51,11 @@ class CompiledForest:
             rights.append(np.where(leaf, -1, t.children_right + offset))
             depths.append(t.compute_node_depths() - 1.0 + average_path_length(t.n_node_samples))
             offset += t.node_count
-        return cls(
-            feature=np.concatenate(features),
+        return cls(  # indices as small as they can be: a worker holds a forest per category
+            feature=np.concatenate(features).astype(np.int16),
             threshold=np.concatenate(thresholds),
-            left=np.concatenate(lefts),
-            right=np.concatenate(rights),
+            left=np.concatenate(lefts).astype(np.int32),
+            right=np.concatenate(rights).astype(np.int32),
             depth=np.concatenate(depths),
             roots=np.asarray(roots),
             normaliser=len(roots) * float(average_path_length(np.array([model.max_samples_]))[0]),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,20 +51,53 @@ def _rows(samples: list[dict[str, float]], items: list[str], medians: list[float
     return np.array([[sample.get(item, medians[i]) for i, item in enumerate(items)] for sample in samples])
 
 
-def fit_model(reference: list[dict[str, float]], items: list[str], quantile: float, seed: int) -> _Model:
-    """A model of a category's reference samples (dicts item → level); a plain function, so that a
-    process pool can run it."""
-    columns = [[s[item] for s in reference if item in s] for item in items]
-    medians = [float(np.median(c)) if c else _NOT_DETECTED for c in columns]
-    matrix = _rows(reference, items, medians)
+def fit_model(reference: np.ndarray, items: list[str], quantile: float, seed: int) -> _Model:
+    """A model of a category's reference samples (rows of levels over ``items``, NaN where a sample
+    lacks the item); a plain function, so that a process pool can run it."""
+    missing = np.isnan(reference)
+    medians = [float(np.median(reference[~missing[:, i], i])) if not missing[:, i].all() else _NOT_DETECTED for i in range(len(items))]
+    matrix = np.where(missing, np.asarray(medians), reference)
     scales = [max(0.1, 1.4826 * float(np.median(np.abs(matrix[:, i] - medians[i])))) for i in range(matrix.shape[1])]
     return _Model(items, medians, scales, fit_forest(matrix, quantile, seed=seed))
 
 
+class _Samples:
+    """A category's last ``size`` samples as rows of levels, a column per item in order of first
+    appearance (NaN: not in that sample): one float array per category, where a dict per sample
+    took some 500 bytes."""
+
+    __slots__ = ("size", "data", "start", "count")
+
+    def __init__(self, size: int) -> None:
+        self.size, self.data, self.start, self.count = size, np.empty((0, 0)), 0, 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, row: list[float]) -> None:
+        if len(row) > self.data.shape[1]:  # new items: NaN for the samples before
+            self.data = np.hstack([self.data, np.full((self.data.shape[0], len(row) - self.data.shape[1]), np.nan)])
+        capacity = self.data.shape[0]
+        if self.count == capacity and capacity < self.size:  # grow, doubling up to size
+            grown = np.full((min(self.size, max(16, 2 * capacity)), self.data.shape[1]), np.nan)
+            grown[: self.count] = self.data[: self.count]
+            self.data, capacity = grown, grown.shape[0]
+        if self.count < capacity:  # not yet full: start stays 0
+            self.data[self.count] = row
+            self.count += 1
+        else:  # full: the newest replaces the oldest
+            self.data[self.start] = row
+            self.start = (self.start + 1) % capacity
+
+    def matrix(self) -> np.ndarray:
+        """The samples, oldest first (a copy)."""
+        return np.roll(self.data[: self.count], -self.start, axis=0)
+
+
 @dataclass(slots=True)
 class _Category:
+    reference: _Samples
     items: list[str] = field(default_factory=list)
-    reference: deque = field(default_factory=deque)  # dict item → level, one per sample
     model: _Model | None = None
     refit: Future | None = None  # a refit under way in the executor
     since_fit: int = 0
@@ -109,7 +141,7 @@ class MultivariateAnomaly(Detector):
         return []
 
     def _refit(self, category: _Category) -> None:
-        args = (list(category.reference), list(category.items), self.quantile, self.seed)
+        args = (category.reference.matrix(), list(category.items), self.quantile, self.seed)
         category.since_fit = 0
         if self.fits is not None:
             try:
@@ -154,7 +186,9 @@ class MultivariateAnomaly(Detector):
             if sample:
                 by_category.setdefault(results[0].category, []).append((sample, results))
         for code, samples in by_category.items():
-            category = self.categories.setdefault(code, _Category())
+            category = self.categories.get(code)
+            if category is None:
+                category = self.categories[code] = _Category(_Samples(self.reference))
             self._collect(category)
             if (model := category.model) is not None:  # one scoring call per category and batch
                 scores = model.fitted.forest.isolation(model.rows([sample for sample, _ in samples]))
@@ -166,9 +200,7 @@ class MultivariateAnomaly(Detector):
                 for item in sample:
                     if item not in category.items:
                         category.items.append(item)
-                category.reference.append(sample)
-                if len(category.reference) > self.reference:
-                    category.reference.popleft()
+                category.reference.append([sample.get(item, math.nan) for item in category.items])
                 category.since_fit += 1
             due = category.since_fit >= self.refit_every or (category.model is None and category.refit is None)
             if len(category.reference) >= self.min_reference and due:
