@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
+
+from detectors.multivariate import _Samples
 from detectors.window import Window
 from tests.test_detectors import result
 
@@ -43,3 +47,14 @@ def test_an_unbounded_window_keeps_everything():
     for n in range(100):
         assert window.append(result(n), n) is None
     assert len(window) == 100 and window.column() == [float(n) for n in range(100)]
+
+
+def test_a_categorys_reference_samples_keep_the_newest_rows_in_order_and_grow_columns_for_new_items():
+    samples = _Samples(size=25)
+    expected = []
+    for n in range(40):
+        row = [float(n)] if n < 10 else [float(n), -float(n)]  # a second item appears with sample 10
+        samples.append(row)
+        expected.append(row + [math.nan] * (2 - len(row)))
+        assert len(samples) == min(n + 1, 25)
+    assert np.array_equal(samples.matrix(), np.array(expected[-25:]), equal_nan=True)
