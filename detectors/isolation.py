@@ -5,15 +5,19 @@ scikit-learn's ``IsolationForest.score_samples`` walks its trees one by one thro
 and batch pays again and again. ``CompiledForest`` copies the fitted trees into flat numpy
 arrays once per fit and walks all trees for all samples together, level by level; the scores
 are scikit-learn's (a test holds them equal). ``fit_forest`` is a plain function of arrays, so
-it can run in another process.
+it can run in another process. scikit-learn is imported by the fit alone: a worker whose fits run
+in a process pool never loads it (~100 MB of its memory).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 _EULER_GAMMA = 0.5772156649015329
 
@@ -84,5 +88,7 @@ class FittedForest:
 
 def fit_forest(matrix: np.ndarray, quantile: float, n_estimators: int = 50, seed: int = 0) -> FittedForest:
     """Fit on a reference window and say how isolated its ``quantile`` most isolated rows are."""
+    from sklearn.ensemble import IsolationForest  # here, not at the top: see the module's docstring
+
     forest = CompiledForest.of(IsolationForest(n_estimators=n_estimators, random_state=seed).fit(matrix))
     return FittedForest(forest, float(np.quantile(forest.isolation(matrix), quantile)))

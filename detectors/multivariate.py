@@ -163,6 +163,16 @@ class MultivariateAnomaly(Detector):
             self.fits = None
             self._refit(category)
 
+    def settle(self) -> None:
+        """Wait for the fits under way and take their models (e.g. before the state is saved or measured)."""
+        for category in self.categories.values():
+            self._collect(category)
+
+    def __getstate__(self) -> dict:
+        """The state without the executor, which belongs to the process (and fits under way are waited for)."""
+        self.settle()
+        return {**self.__dict__, "fits": None}
+
     def score_one(self, result: LabResult) -> float:
         category = self.categories.get(result.category)
         feature = self._feature(result)

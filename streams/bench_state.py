@@ -6,6 +6,8 @@ that the rolling windows fill as they would), from seven cities, one lab and one
 category, seven items per sample, and measures in this process: resident memory before and after,
 and each detector's state serialised (pickle) per segment, which says where the memory goes.
 Results are generated as they are fed, so the figure is the detectors' and not the input's.
+As in the worker, model fits run in the process pool of ``RISKWATCH_FIT_PROCESSES`` when given
+one; its processes' resident memory is measured too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +37,7 @@ class StateFigures:
     seconds: float
     rss_before_mb: float
     rss_after_mb: float
+    fit_processes_rss_mb: float = 0.0  # the fit pool's processes, together
     pickled_bytes: dict[str, int] = field(default_factory=dict)  # detector → its state, serialised
 
     @property
@@ -41,11 +45,17 @@ class StateFigures:
         return (self.rss_after_mb - self.rss_before_mb) * 1024 * 1024 / self.segments
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def children_rss_mb() -> float:
+    """Resident memory of this process's children (the fit pool), together."""
+    pids = {pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
+    return sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists())
 
 
 def synthetic_rounds(segments: int, per_segment: int, seed: int = 5) -> Iterator[list[LabResult]]:
@@ -97,10 +107,12 @@ def synthetic_rounds(segments: int, per_segment: int, seed: int = 5) -> Iterator
         yield batch
 
 
-def measure(segments: int, per_segment: int, progress: Callable[[int, int], None] | None = None) -> StateFigures:
+def measure(
+    segments: int, per_segment: int, progress: Callable[[int, int], None] | None = None, fits: Executor | None = None
+) -> StateFigures:
     gc.collect()
     before = rss_mb()
-    suite = DetectorSuite(default_detectors())
+    suite = DetectorSuite(default_detectors(fits=fits))
     started, fed = time.perf_counter(), 0
     for n, batch in enumerate(synthetic_rounds(segments, per_segment), start=1):
         suite.process(batch, batch[-1].published_at)
@@ -109,7 +121,7 @@ def measure(segments: int, per_segment: int, progress: Callable[[int, int], None
             progress(n, per_segment)
     seconds = time.perf_counter() - started
     gc.collect()
-    figures = StateFigures(segments, fed, seconds, before, rss_mb())
+    figures = StateFigures(segments, fed, seconds, before, rss_mb(), children_rss_mb())
     for detector in suite.detectors:
         figures.pickled_bytes[detector.name] = len(pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))
     return figures

@@ -442,9 +442,15 @@ def bench_state(segments: int, per_segment: int) -> None:
     """Resident memory of the detector suite per active segment, and each detector's state."""
     from streams.bench_state import measure
 
-    with _progress() as progress:
-        task = progress.add_task(f"feeding {segments:,} segments", total=per_segment)
-        figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done))
+    settings = _settings()
+    fits = settings.fit_executor()  # as in the worker: model fits in their own process
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"feeding {segments:,} segments", total=per_segment)
+            figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done), fits)
+    finally:
+        if fits is not None:
+            fits.shutdown()
     table = Table("detector", "state, pickled", "per segment", title=f"detector state: {segments:,} segments × {per_segment} results",
                   title_justify="left")  # fmt: skip
     for name, size in sorted(figures.pickled_bytes.items(), key=lambda item: -item[1]):
@@ -456,6 +462,8 @@ def bench_state(segments: int, per_segment: int) -> None:
         f"{figures.rss_bytes_per_segment:,.0f} B per segment, i.e. {figures.rss_bytes_per_segment * 100_000 / 2**20:,.0f} MB per 100,000 "
         f"(target: RSS ≤ 500 MB with 100,000). {figures.results:,} results in {figures.seconds:.0f} s ({figures.results / figures.seconds:,.0f}/s)."
     )
+    if fits is not None:
+        console.print(f"The fit process ({settings.fit_processes}): {figures.fit_processes_rss_mb:,.0f} MB resident (scikit-learn and one fit's data).")
 
 
 def _progress():
