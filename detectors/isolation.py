@@ -34,33 +34,30 @@ def average_path_length(n: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True, slots=True)
 class CompiledForest:
     feature: np.ndarray  # per node: the column of X it splits on (-1 at leaves)
-    threshold: np.ndarray  # per node: go left when X[column] <= threshold
+    split: np.ndarray  # inner node: go left when X[column] <= it; leaf: its depth plus c(its training points), as scikit-learn counts it
     left: np.ndarray  # per node: global index of the left child (-1 at leaves)
     right: np.ndarray
-    depth: np.ndarray  # per leaf: its depth plus c(its training points), as scikit-learn counts it
     roots: np.ndarray  # global index of each tree's root
     normaliser: float  # trees × c(max_samples)
 
     @classmethod
     def of(cls, model: IsolationForest) -> CompiledForest:
-        features, thresholds, lefts, rights, depths, roots = [], [], [], [], [], []
+        features, splits, lefts, rights, roots = [], [], [], [], []
         offset = 0
         for tree, columns in zip(model.estimators_, model.estimators_features_, strict=True):
             t = tree.tree_
             leaf = t.children_left < 0
             roots.append(offset)
             features.append(np.where(leaf, -1, np.asarray(columns)[np.maximum(t.feature, 0)]))
-            thresholds.append(t.threshold)
+            splits.append(np.where(leaf, t.compute_node_depths() - 1.0 + average_path_length(t.n_node_samples), t.threshold))
             lefts.append(np.where(leaf, -1, t.children_left + offset))
             rights.append(np.where(leaf, -1, t.children_right + offset))
-            depths.append(t.compute_node_depths() - 1.0 + average_path_length(t.n_node_samples))
             offset += t.node_count
-        return cls(  # indices as small as they can be: a worker holds a forest per category
+        return cls(  # 18 bytes a node: a worker holds a forest per category
             feature=np.concatenate(features).astype(np.int16),
-            threshold=np.concatenate(thresholds),
+            split=np.concatenate(splits),
             left=np.concatenate(lefts).astype(np.int32),
             right=np.concatenate(rights).astype(np.int32),
-            depth=np.concatenate(depths),
             roots=np.asarray(roots),
             normaliser=len(roots) * float(average_path_length(np.array([model.max_samples_]))[0]),
         )
@@ -75,9 +72,9 @@ class CompiledForest:
             inner = column >= 0
             if not inner.any():
                 break
-            goes_left = X[rows, np.maximum(column, 0)] <= self.threshold[node]
+            goes_left = X[rows, np.maximum(column, 0)] <= self.split[node]  # meaningless at leaves, where inner is False
             node = np.where(inner, np.where(goes_left, self.left[node], self.right[node]), node)
-        return 2.0 ** (-self.depth[node].sum(axis=1) / self.normaliser)
+        return 2.0 ** (-self.split[node].sum(axis=1) / self.normaliser)  # every node a leaf now: the depths
 
 
 @dataclass(frozen=True, slots=True)
