@@ -5,6 +5,10 @@ before the most recent ``recent`` ones, so that a drift cannot hide in its own b
 A CUSUM (ISO 7870-4) and an EWMA chart (ISO 7870-6) on those z-scores say that the level has
 moved; a Mann-Kendall test with a Theil-Sen slope over the recent values says that it is
 rising steadily rather than jumping once. Both must agree, which keeps false alarms rare.
+
+A city that seldom tests the item has no reference of its own for weeks; until it has
+``min_reference`` values, the item's alliance-wide reference (all cities' values, lagged alike)
+stands in, so that a rare segment drifting to the limit is still watched.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class _SegmentState:
     reference: RobustBaseline = field(default_factory=RobustBaseline)
     cusum: Cusum = field(default_factory=Cusum)
     ewma: Ewma = field(default_factory=Ewma)
+    alliance: RobustBaseline | None = None  # the category × item's reference over every city, shared
 
 
 class LimitDrift(Detector):
@@ -49,6 +54,7 @@ class LimitDrift(Detector):
         self.cusum_k, self.cusum_h, self.ewma_lambda, self.ewma_width = cusum_k, cusum_h, ewma_lambda, ewma_width
         self.z_cap, self.alpha, self.min_level = z_cap, alpha, math.log(min_fraction_of_limit)
         self.segments: dict[Segment, _SegmentState] = {}
+        self.alliance: dict[tuple[str, str], RobustBaseline] = {}
 
     @staticmethod
     def segment(result: LabResult) -> Segment:
@@ -58,17 +64,22 @@ class LimitDrift(Detector):
         key = self.segment(result)
         state = self.segments.get(key)
         if state is None:
+            alliance = self.alliance.get(key[:2])
+            if alliance is None:
+                alliance = self.alliance[key[:2]] = RobustBaseline(self.reference, 0.1)
             state = self.segments[key] = _SegmentState(
                 reference=RobustBaseline(self.reference, 0.1),
                 cusum=Cusum(self.cusum_k, self.cusum_h),
                 ewma=Ewma(self.ewma_lambda, self.ewma_width),
+                alliance=alliance,
             )
         return state
 
     def _z(self, state: _SegmentState, level: float) -> float | None:
-        if len(state.reference) < self.min_reference:
+        reference = state.reference if len(state.reference) >= self.min_reference else state.alliance
+        if reference is None or len(reference) < self.min_reference:
             return None
-        return max(-self.z_cap, min(self.z_cap, state.reference.z(level)))
+        return max(-self.z_cap, min(self.z_cap, reference.z(level)))
 
     def learn_one(self, result: LabResult) -> None:
         level = log_level(result)
@@ -83,6 +94,8 @@ class LimitDrift(Detector):
         if len(state.recent) > self.recent:
             (old_level,) = state.recent.popleft()
             state.reference.learn_one(old_level)
+            if state.alliance is not None:
+                state.alliance.learn_one(old_level)
 
     def score_one(self, result: LabResult) -> float:
         level = log_level(result)
@@ -147,3 +160,4 @@ class LimitDrift(Detector):
 
     def reset(self) -> None:
         self.segments.clear()
+        self.alliance.clear()

@@ -198,6 +198,17 @@ def test_drift_fires_on_values_creeping_to_the_limit_and_not_on_a_stable_segment
     assert run(LimitDrift(), [result(n, noisy(rng, 0.03)) for n in range(300)]) == []
 
 
+def test_drift_in_a_city_that_seldom_tests_the_item_is_judged_against_the_other_cities():
+    rng = random.Random(8)
+    others = [result(n, noisy(rng, 0.03), city=CITIES[1 + n % 6], sample_id=f"O{n}") for n in range(400)]
+    ramp = [result(400 + n, noisy(rng, 0.03 * math.exp(0.1 * n), 0.1), city="jinan", sample_id=f"J{n}") for n in range(25)]
+    assert run(LimitDrift(), ramp) == []  # alone, jinan's 25 results never build a reference of their own
+    detector = LimitDrift()
+    assert run(detector, others) == []
+    alerts = run(detector, ramp)
+    assert alerts and alerts[0].cities == ["jinan"] and "Mann-Kendall" in alerts[0].explanation
+
+
 def test_failure_rate_fires_when_failures_bunch_up_in_one_city():
     rng = random.Random(6)
     usual = [result(n, 0.5 if rng.random() < 0.004 else 0.05) for n in range(1500)]
