@@ -24,20 +24,22 @@ _PLACES: dict[tuple[str, str], tuple[str, str]] = {}  # one (city, lab) tuple fo
 
 def _place(city: str, lab_id: str) -> tuple[str, str]:
     pair = (city, lab_id)
-    return _PLACES.setdefault(pair, (sys.intern(city), sys.intern(lab_id)))
+    place = _PLACES.get(pair)
+    if place is None:
+        place = _PLACES[pair] = (sys.intern(city), sys.intern(lab_id))
+    return place
 
 
 def _pack_id(result_id: str) -> bytes | None:
     """The 16 bytes of a lower-case UUID (every id the worker makes or accepts), or None for another shape."""
-    if len(result_id) != 36 or result_id[8] != "-" or result_id[13] != "-" or result_id[18] != "-" or result_id[23] != "-":
+    if len(result_id) != 36 or result_id[8:24:5] != "----":
         return None
     compact = result_id.replace("-", "")
-    if len(compact) != 32 or not (compact.islower() or compact.isdigit()):
-        return None
     try:
-        return bytes.fromhex(compact)
+        packed = bytes.fromhex(compact)
     except ValueError:
         return None
+    return packed if len(packed) == 16 and packed.hex() == compact else None
 
 
 def _unpack_id(packed: bytes) -> str:
@@ -59,21 +61,23 @@ class Evidence:
 
 
 class Window:
-    """The last ``maxlen`` results of a segment (``maxlen`` None: unbounded), each with ``width`` numbers.
+    """The last ``maxlen`` results of a segment, each with ``width`` numbers, oldest first.
 
-    Ids that are not UUID-shaped (hand-made results in a notebook, say) are kept as text beside
-    the records, so any id round-trips.
+    A ring: once full, the newest entry overwrites the oldest in place. Ids that are not
+    UUID-shaped (hand-made results in a notebook, say) are kept as text beside the records, so
+    any id round-trips.
     """
 
-    __slots__ = ("maxlen", "width", "_records", "_places", "_numbers", "_odd_ids", "_dropped")
+    __slots__ = ("maxlen", "width", "_records", "_places", "_numbers", "_oldest", "_added", "_odd_ids")
 
-    def __init__(self, maxlen: int | None = None, width: int = 1) -> None:
+    def __init__(self, maxlen: int, width: int = 1) -> None:
         self.maxlen, self.width = maxlen, width
         self._records = bytearray()
         self._places: list[tuple[str, str]] = []
         self._numbers = array("d")
+        self._oldest = 0  # the slot of the oldest entry once the ring is full
+        self._added = 0  # entries ever appended: the absolute position of the next one
         self._odd_ids: dict[int, str] | None = None  # absolute position → id, for ids that are not UUIDs
-        self._dropped = 0  # entries evicted so far: absolute position of entry 0
 
     def __len__(self) -> int:
         return len(self._places)
@@ -84,55 +88,50 @@ class Window:
         if packed is None:
             if self._odd_ids is None:
                 self._odd_ids = {}
-            self._odd_ids[self._dropped + len(self._places)] = result.result_id
+            self._odd_ids[self._added] = result.result_id
             packed = bytes(16)
+        self._added += 1
         at = result.sampled_at - _EPOCH
-        micros = (at.days * 86400 + at.seconds) * 1_000_000 + at.microseconds
-        self._records += _RECORD.pack(packed, micros, result.synthetic)
-        self._places.append(_place(result.city, result.lab_id))
-        self._numbers.extend(numbers)
-        if self.maxlen is not None and len(self._places) > self.maxlen:
-            return self.popleft()
-        return None
+        record = (packed, (at.days * 86400 + at.seconds) * 1_000_000 + at.microseconds, result.synthetic)
+        place = _place(result.city, result.lab_id)
+        if len(self._places) < self.maxlen:
+            self._records += _RECORD.pack(*record)
+            self._places.append(place)
+            self._numbers.extend(numbers)
+            return None
+        slot, width = self._oldest, self.width
+        self._oldest = (slot + 1) % self.maxlen
+        if self._odd_ids:
+            self._odd_ids.pop(self._added - 1 - self.maxlen, None)
+        _RECORD.pack_into(self._records, slot * _RECORD.size, *record)
+        self._places[slot] = place
+        first, stored = slot * width, self._numbers
+        evicted = tuple(stored[first + i] for i in range(width)) if width > 1 else (stored[first],)
+        for i, number in enumerate(numbers):
+            stored[first + i] = number
+        return evicted
 
-    def popleft(self) -> tuple[float, ...]:
-        """Drop the oldest entry; returns its numbers."""
-        width = self.width
-        numbers = tuple(self._numbers[:width])
-        del self._numbers[:width]
-        del self._records[: _RECORD.size]
-        del self._places[0]
-        if self._odd_ids is not None:
-            self._odd_ids.pop(self._dropped, None)
-        self._dropped += 1
-        return numbers
+    def _slots(self, start: int = 0) -> range | list[int]:
+        """Physical slots of the entries from logical position ``start`` (negative counts from the newest)."""
+        count = len(self)
+        first = max(0, start + count) if start < 0 else min(start, count)
+        if self._oldest == 0:
+            return range(first, count)
+        return [(self._oldest + position) % count for position in range(first, count)]
 
     def column(self, index: int = 0) -> list[float]:
         """One number of every entry, oldest first."""
-        return self._numbers[index :: self.width].tolist()
-
-    def numbers(self, position: int) -> tuple[float, ...]:
-        """The numbers of one entry (negative positions count from the newest)."""
-        if position < 0:
-            position += len(self)
-        start = position * self.width
-        return tuple(self._numbers[start : start + self.width])
+        values = self._numbers[index :: self.width].tolist()
+        return values[self._oldest :] + values[: self._oldest] if self._oldest else values
 
     def evidence(self, start: int = 0) -> list[Evidence]:
         """The entries from ``start`` (negative counts from the newest) to the newest, as ``Evidence``."""
-        count = len(self)
-        first = max(0, start + count) if start < 0 else min(start, count)
         out = []
-        for position in range(first, count):
-            packed, micros, synthetic = _RECORD.unpack_from(self._records, position * _RECORD.size)
-            odd = self._odd_ids.get(self._dropped + position) if self._odd_ids else None
-            city, lab_id = self._places[position]
+        count = len(self)
+        for slot in self._slots(start):
+            packed, micros, synthetic = _RECORD.unpack_from(self._records, slot * _RECORD.size)
+            absolute = self._added - count + (slot - self._oldest) % count
+            odd = self._odd_ids.get(absolute) if self._odd_ids else None
+            city, lab_id = self._places[slot]
             out.append(Evidence(odd or _unpack_id(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, synthetic))
         return out
-
-    def clear(self) -> None:
-        self._dropped += len(self)
-        self._records.clear()
-        self._places.clear()
-        del self._numbers[:]
-        self._odd_ids = None

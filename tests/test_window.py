@@ -25,7 +25,7 @@ def test_a_window_gives_back_ids_times_places_and_numbers_and_evicts_the_oldest(
     ]
     evicted = [window.append(r, float(n), -float(n)) for n, r in enumerate(results)]
     assert evicted == [None, None, None, (0.0, -0.0)] and len(window) == 3
-    assert window.column(0) == [1.0, 2.0, 3.0] and window.column(1) == [-1.0, -2.0, -3.0] and window.numbers(-1) == (3.0, -3.0)
+    assert window.column(0) == [1.0, 2.0, 3.0] and window.column(1) == [-1.0, -2.0, -3.0]
     back = window.evidence()
     assert [e.result_id for e in back] == [r.result_id for r in results[1:]]
     assert [e.sampled_at for e in back] == [r.sampled_at for r in results[1:]]  # the same instants, to the microsecond
@@ -35,18 +35,19 @@ def test_a_window_gives_back_ids_times_places_and_numbers_and_evicts_the_oldest(
     assert [e.result_id for e in window.evidence(-10)] == [r.result_id for r in results[1:]]
     copy = pickle.loads(pickle.dumps(window))
     assert [e.result_id for e in copy.evidence()] == [e.result_id for e in back] and copy.column(1) == window.column(1)
-    assert window.popleft() == (1.0, -1.0) and window.evidence()[0].result_id == results[2].result_id
-    window.clear()
-    assert len(window) == 0 and window.evidence() == [] and window.column() == []
-    window.append(results[1], 7.0, 8.0)
-    assert window.evidence()[0].result_id == "R-1 (hand-made)"
+    assert window.append(results[0], 4.0, -4.0) == (1.0, -1.0)  # the ring wraps: the hand-made id leaves, the oldest is now 2
+    assert window.column(0) == [2.0, 3.0, 4.0] and [e.result_id for e in window.evidence()] == [
+        r.result_id for r in [*results[2:], results[0]]
+    ]
 
 
-def test_an_unbounded_window_keeps_everything():
-    window = Window()
+def test_a_full_window_keeps_the_last_entries_in_order_however_often_it_wraps():
+    window = Window(maxlen=7)
     for n in range(100):
-        assert window.append(result(n), n) is None
-    assert len(window) == 100 and window.column() == [float(n) for n in range(100)]
+        evicted = window.append(result(n), float(n))
+        assert evicted == (None if n < 7 else (float(n - 7),))
+        assert window.column() == [float(k) for k in range(max(0, n - 6), n + 1)]
+    assert [e.result_id for e in window.evidence(-3)] == [result(n).result_id for n in (97, 98, 99)]
 
 
 def test_a_categorys_reference_samples_keep_the_newest_rows_in_order_and_grow_columns_for_new_items():
