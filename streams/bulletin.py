@@ -259,7 +259,7 @@ class BulletinBuilder:
         for row in rows:
             detector.learn_one(result_from_row(row))
         scored = []
-        for category, item in detector.values:
+        for category, item in detector.segments:
             z = detector.z_scores(category, item)
             if z:
                 scored.append((max(abs(v) for v in z.values()), category, item, z))

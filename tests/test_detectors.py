@@ -17,7 +17,7 @@ from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
 from detectors.isolation import CompiledForest
-from detectors.lab_bias import LabBias, _MakerDifferences, algorithm_a
+from detectors.lab_bias import LabBias, algorithm_a, fit_labs_and_makers
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
 from detectors.multivariate import MultivariateAnomaly
@@ -103,15 +103,25 @@ def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
     assert (kendall_s([1, 2, 3, 3]), kendall_s([3, 2, 1]), kendall_s([2, 2])) == (5, -3, 0)
 
 
-def test_maker_differences_keep_running_sums_equal_to_a_fresh_count():
+def test_the_lab_and_maker_model_recovers_both_when_labs_sample_their_own_makers_most():
     rng = random.Random(21)
-    seen = _MakerDifferences(window=7)
-    for _ in range(60):
-        lab, difference = rng.choice(["A", "B", "C"]), rng.gauss(0, 1)
-        others = [d for other, d in zip(seen.labs, seen.differences, strict=True) if other != lab]
-        total, count = seen.others(lab)
-        assert count == len(others) and total == pytest.approx(sum(others), abs=1e-9)
-        seen.add(lab, difference)
+    lab_effect = {"JNQI": 0.0, "ZBQI": 0.0, "TAQI": 0.0, "LCQI": 0.0, "DZQI": math.log(1.8), "BZQI": 0.0}
+    maker_effect = {f"M{lab}": rng.gauss(0, 0.3) for lab in lab_effect}
+    labs, makers, levels = [], [], []
+    for _ in range(3000):
+        lab = rng.choice(sorted(lab_effect))
+        maker = f"M{lab}" if rng.random() < 0.7 else rng.choice(sorted(maker_effect))  # mostly the lab's own city's maker
+        labs.append(lab)
+        makers.append(maker)
+        levels.append(-2.0 + lab_effect[lab] + maker_effect[maker] + rng.gauss(0, 0.5))
+    fit = fit_labs_and_makers(labs, makers, levels, maker_prior=6.0, min_results=15)
+    for start in (None, fit):  # from zero, and from a previous fit as the detector refits
+        fit = fit_labs_and_makers(labs, makers, levels, maker_prior=6.0, min_results=15, start=start)
+        assert fit.labs["DZQI"] == pytest.approx(math.log(1.8), abs=0.08)
+        assert all(abs(effect) < 0.08 for lab, effect in fit.labs.items() if lab != "DZQI")
+        shift = fit.level + 2.0  # the level and the makers share one constant; differences between makers are identified
+        assert all(fit.makers[m] + shift == pytest.approx(effect, abs=0.08) for m, effect in maker_effect.items())
+        assert fit.scale == pytest.approx(0.5, abs=0.05) and fit.counts["DZQI"] == labs.count("DZQI")
 
 
 def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
