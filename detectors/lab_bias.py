@@ -67,6 +67,7 @@ class LabMakerFit:
     makers: dict[str, float]  # maker → its effect
     scale: float  # robust standard deviation of the residuals
     counts: dict[str, int]  # lab → its results in the window
+    judged: int  # labs with at least min_results of them
 
 
 def fit_labs_and_makers(
@@ -104,6 +105,7 @@ def fit_labs_and_makers(
         dict(zip(maker_index, maker_effects.tolist(), strict=True)),
         scale,
         dict(zip(lab_index, lab_counts.tolist(), strict=True)),
+        int(judged.sum()),
     )
 
 
@@ -171,9 +173,6 @@ class LabBias(Detector):
         self.unsatisfactory, self.questionable = unsatisfactory, questionable
         self.segments: dict[tuple[str, str], _Segment] = {}  # category × item → its results, fit and labs
 
-    def _judged_labs(self, fit: LabMakerFit | None) -> int:
-        return sum(1 for count in fit.counts.values() if count >= self.min_results) if fit else 0
-
     def _update(self, result: LabResult) -> bool:
         """Learn the result; True when one of its lab's CUSUMs signals."""
         level = log_level(result)
@@ -186,10 +185,10 @@ class LabBias(Detector):
         lab = segment.by_lab.get(result.lab_id)
         if lab is None:
             lab = segment.by_lab[result.lab_id] = _Lab(self.window, self.k, self.h)
-        maker_id = sys.intern(result.manufacturer_uscc or result.manufacturer_name or "")
+        maker_id = sys.intern(result.manufacturer_uscc or result.manufacturer_name or "")  # unnamed makers share one effect
         signal = False
         fit = segment.fit
-        if fit is not None and self._judged_labs(fit) >= self.min_labs:
+        if fit is not None and fit.judged >= self.min_labs:
             difference = level - fit.level - fit.makers.get(maker_id, 0.0)
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.differences.append(result, difference, z)
