@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 from datetime import UTC, date, datetime, timedelta
 
@@ -80,3 +81,21 @@ def test_a_city_filter_and_a_bad_period(loaded):
     assert (bulletin.headline.results, bulletin.headline.failures) == (20, 1)
     with pytest.raises(ValueError, match="--to must be after --from"):
         BulletinBuilder(loaded, END, START)
+
+
+def test_the_lab_table_names_the_lab_reading_high_and_not_the_one_whose_city_makes_worse_products(store):
+    rng = random.Random(3)
+    labs = {"JNQI": "jinan", "ZBQI": "zibo", "TAQI": "taian", "LCQI": "liaocheng", "DZQI": "dezhou", "BZQI": "binzhou"}
+    quality = {f"M{lab}": 1.5 if lab == "ZBQI" else 1.0 for lab in labs}  # Zibo's own maker is sloppy; its lab is fine
+    rows = []
+    for n in range(600):
+        lab = sorted(labs)[n % len(labs)]
+        maker = f"M{lab}" if rng.random() < 0.7 else rng.choice(sorted(quality))
+        value = 0.05 * quality[maker] * (1.8 if lab == "DZQI" else 1.0) * rng.lognormvariate(0, 0.3)  # Dezhou's lab reads 1.8× (calibration)
+        rows.append(dataclasses.replace(known(n, round(value, 5), labs[lab], at(1 + n % 7, n % 24), lab), manufacturer_uscc=maker))
+    store.insert_results(rows)
+    bulletin = BulletinBuilder(store.client, START, END, lang="en").build()
+    [segment] = bulletin.lab_z
+    flags = {entry["lab"]: entry["flag"] for entry in segment["labs"]}
+    assert flags["DZQI"] == "bad" and flags["ZBQI"] != "bad"
+    assert max(segment["labs"], key=lambda entry: abs(entry["z"]))["lab"] == "DZQI"
