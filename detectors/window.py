@@ -55,10 +55,6 @@ class Evidence:
     def __init__(self, result_id: str, sampled_at: datetime, city: str, lab_id: str, synthetic: bool) -> None:
         self.result_id, self.sampled_at, self.city, self.lab_id, self.synthetic = result_id, sampled_at, city, lab_id, synthetic
 
-    @classmethod
-    def of(cls, result: LabResult) -> Evidence:
-        return cls(result.result_id, result.sampled_at, result.city, result.lab_id, result.synthetic)
-
 
 class Window:
     """The last ``maxlen`` results of a segment, each with ``width`` numbers, oldest first.
