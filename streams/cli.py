@@ -9,13 +9,19 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 console = Console()
 
@@ -244,15 +250,10 @@ def backtest(file: Path, out: Path | None, to_clickhouse: bool) -> None:
     if out is None and not to_clickhouse:
         raise click.UsageError("say where the alerts go: --out FILE and/or --clickhouse")
     settings = _settings()
-    fits = settings.fit_executor()  # as in the worker: model fits beside the detectors, on the other core
-    try:
+    with _fit_pool(settings) as fits, _progress() as progress:  # as in the worker: model fits beside the detectors, on the other core
         suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
-        with _progress() as progress:
-            task = progress.add_task(f"backtesting {file.name}", total=None)
-            outcome = run_backtest(file, suite, progress=lambda done, total: progress.update(task, completed=done, total=total))
-    finally:
-        if fits is not None:
-            fits.shutdown(cancel_futures=True)
+        task = progress.add_task(f"backtesting {file.name}", total=None)
+        outcome = run_backtest(file, suite, progress=lambda done, total: progress.update(task, completed=done, total=total))
     if out is not None:
         write_jsonl(outcome.alerts, out)
     if to_clickhouse:
@@ -443,14 +444,9 @@ def bench_state(segments: int, per_segment: int) -> None:
     from streams.bench_state import measure
 
     settings = _settings()
-    fits = settings.fit_executor()  # as in the worker: model fits in their own process
-    try:
-        with _progress() as progress:
-            task = progress.add_task(f"feeding {segments:,} segments", total=per_segment)
-            figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done), fits)
-    finally:
-        if fits is not None:
-            fits.shutdown()
+    with _fit_pool(settings) as fits, _progress() as progress:  # as in the worker: model fits in their own process
+        task = progress.add_task(f"feeding {segments:,} segments", total=per_segment)
+        figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done), fits)
     table = Table("detector", "state, pickled", "per segment", title=f"detector state: {segments:,} segments × {per_segment} results",
                   title_justify="left")  # fmt: skip
     for name, size in sorted(figures.pickled_bytes.items(), key=lambda item: -item[1]):
@@ -462,8 +458,21 @@ def bench_state(segments: int, per_segment: int) -> None:
         f"{figures.rss_bytes_per_segment:,.0f} B per segment, i.e. {figures.rss_bytes_per_segment * 100_000 / 2**20:,.0f} MB per 100,000 "
         f"(target: RSS ≤ 500 MB with 100,000). {figures.results:,} results in {figures.seconds:.0f} s ({figures.results / figures.seconds:,.0f}/s)."
     )
-    if fits is not None:
-        console.print(f"The fit process ({settings.fit_processes}): {figures.fit_processes_rss_mb:,.0f} MB resident (scikit-learn and one fit's data).")
+    if settings.fit_processes:
+        console.print(
+            f"The fit process ({settings.fit_processes}): {figures.fit_processes_rss_mb:,.0f} MB resident (scikit-learn and one fit's data)."
+        )
+
+
+@contextmanager
+def _fit_pool(settings: Settings) -> Iterator[Executor | None]:
+    """The worker's fit processes (None: fit in place) for a command's lifetime, shut on the way out."""
+    fits = settings.fit_executor()
+    try:
+        yield fits
+    finally:
+        if fits is not None:
+            fits.shutdown(cancel_futures=True)
 
 
 def _progress():
