@@ -360,12 +360,53 @@ def test_compiled_forest_scores_as_scikit_learn_does():
         assert np.allclose(CompiledForest.of(model).isolation(probes), -model.score_samples(probes), rtol=0, atol=1e-12)
 
 
+def test_forests_drop_their_oldest_trees_and_join_newer_ones_as_scikit_learn_would_score_them():
+    rng = np.random.default_rng(5)
+    older, newer = rng.normal(size=(400, 4)), rng.normal(0.5, 1.0, size=(150, 4))  # subsamples of 256 and 150 points
+    probes = np.vstack([older[:50], newer[:50], 4 * rng.normal(size=(20, 4))])
+
+    def log_score(model):  # log2 of the isolation: minus the trees' mean normalised depth
+        return np.log2(-model.score_samples(probes))
+
+    first = IsolationForest(n_estimators=10, random_state=1, warm_start=True).fit(older)
+    oldest_ten = log_score(first)
+    first.set_params(n_estimators=30).fit(older)  # 20 more trees after those ten
+    kept = CompiledForest.of(first).newest(20)
+    assert kept.trees == 20 and CompiledForest.of(first).newest(30).trees == 30
+    newest_twenty = (30 * log_score(first) - 10 * oldest_ten) / 20
+    assert np.allclose(np.log2(kept.isolation(probes)), newest_twenty, rtol=0, atol=1e-9)
+    second = IsolationForest(n_estimators=10, random_state=2).fit(newer)
+    joined = kept.joined(CompiledForest.of(second))
+    assert joined.trees == 30
+    # each tree's depth is normalised by its own subsample size: the joined forest's log-score is the trees' weighted mean
+    assert np.allclose(np.log2(joined.isolation(probes)), (20 * newest_twenty + 10 * log_score(second)) / 30, rtol=0, atol=1e-9)
+
+
+def test_multivariate_refits_replace_a_generation_of_trees_and_keep_the_forest_size():
+    rng = random.Random(8)
+    items = ["lead", "cadmium", "inorganic_arsenic"]
+    detector = MultivariateAnomaly(min_reference=100, refit_every=50, trees=20, trees_per_refit=5)
+    forests = []
+    for start in range(0, 400, 50):
+        batch = [result(n, noisy(rng, 0.02, 0.25), test_item=i, sample_id=f"S{n}") for n in range(start, start + 50) for i in items]
+        detector.process_many(batch, T0)
+        model = detector.categories[batch[0].category].model
+        if model is not None:
+            forests.append(model.fitted.forest)
+    assert len(forests) >= 5 and all(forest.trees == 20 for forest in forests)
+    later, earlier = forests[-1], forests[-2]
+    shared = earlier.newest(15)  # the refit kept the newest 15 trees of the model before it, then grew 5
+    assert np.array_equal(later.newest(20).split[: shared.split.size], shared.split)
+    assert not np.array_equal(later.newest(5).split, earlier.newest(5).split)
+    assert detector.categories[batch[0].category].fits == len(forests)
+
+
 def test_multivariate_fits_in_another_process_raise_the_same_alerts():
     rng = random.Random(12)
     items = ["lead", "cadmium", "inorganic_arsenic"]
     stream = []
     for n in range(400):
-        levels = (0.12, 0.11, 0.02) if n % 97 == 96 else (0.02, 0.02, 0.02)
+        levels = (0.12, 0.11, 0.02) if n % 131 == 130 else (0.02, 0.02, 0.02)
         stream += [result(n, noisy(rng, lv, 0.25), test_item=i, sample_id=f"S{n}") for i, lv in zip(items, levels, strict=True)]
     batches = [stream[i : i + 90] for i in range(0, len(stream), 90)]
 
