@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -71,52 +71,77 @@ class LabMakerFit:
 
 
 def fit_labs_and_makers(
-    labs: list[str], makers: list[str], levels: list[float], maker_prior: float, min_results: int, start: LabMakerFit | None = None
+    lab_codes: Sequence[int],
+    lab_names: Sequence[str],
+    maker_codes: Sequence[int],
+    maker_names: Sequence[str],
+    levels: Sequence[float],
+    maker_prior: float,
+    min_results: int,
+    start: LabMakerFit | None = None,
 ) -> LabMakerFit:
     """Fit level + lab + maker to the levels by alternating means (backfitting), from ``start``'s effects if given.
 
-    Maker effects are shrunk towards 0 by ``maker_prior`` pseudo-results; lab effects are centred
-    on the median of the labs with ``min_results`` results (the typical lab is taken as right).
+    Each level's lab is ``lab_names[lab_codes[i]]`` and its maker ``maker_names[maker_codes[i]]``
+    (codes, so that a window of results holds 4 bytes a label). Maker effects are shrunk towards
+    0 by ``maker_prior`` pseudo-results; lab effects are centred on the median of the labs with
+    ``min_results`` results (the typical lab is taken as right).
     """
-    lab_index: dict[str, int] = {}
-    maker_index: dict[str, int] = {}
-    lab_codes = np.fromiter((lab_index.setdefault(lab, len(lab_index)) for lab in labs), dtype=np.intp, count=len(labs))
-    maker_codes = np.fromiter((maker_index.setdefault(m, len(maker_index)) for m in makers), dtype=np.intp, count=len(makers))
+    lab_seen, lab_index = np.unique(np.asarray(lab_codes), return_inverse=True)  # the labs in the window, numbered from 0
+    maker_seen, maker_index = np.unique(np.asarray(maker_codes), return_inverse=True)
+    labs, makers = [lab_names[c] for c in lab_seen], [maker_names[c] for c in maker_seen]
     y = np.asarray(levels, dtype=float)
-    lab_counts = np.bincount(lab_codes, minlength=len(lab_index))
-    maker_weights = np.bincount(maker_codes, minlength=len(maker_index)) + maker_prior
+    lab_counts = np.bincount(lab_index, minlength=len(labs))
+    maker_weights = np.bincount(maker_index, minlength=len(makers)) + maker_prior
     judged = lab_counts >= min_results
     if start is None:
-        level, lab_effects = float(np.median(y)), np.zeros(len(lab_index))
+        level, lab_effects = float(np.median(y)), np.zeros(len(labs))
     else:
-        level, lab_effects = start.level, np.array([start.labs.get(lab, 0.0) for lab in lab_index])
-    maker_effects = np.zeros(len(maker_index))
+        level, lab_effects = start.level, np.array([start.labs.get(lab, 0.0) for lab in labs])
+    maker_effects = np.zeros(len(makers))
     for _ in range(_BACKFITTING_ROUNDS):
-        maker_effects = np.bincount(maker_codes, y - level - lab_effects[lab_codes], len(maker_index)) / maker_weights
-        lab_effects = np.bincount(lab_codes, y - level - maker_effects[maker_codes], len(lab_index)) / lab_counts
+        maker_effects = np.bincount(maker_index, y - level - lab_effects[lab_index], len(makers)) / maker_weights
+        lab_effects = np.bincount(lab_index, y - level - maker_effects[maker_index], len(labs)) / lab_counts
         centre = float(np.median(lab_effects[judged] if judged.any() else lab_effects))
         lab_effects -= centre
         level += centre
-    residuals = y - level - lab_effects[lab_codes] - maker_effects[maker_codes]
+    residuals = y - level - lab_effects[lab_index] - maker_effects[maker_index]
     scale = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
     return LabMakerFit(
         level,
-        dict(zip(lab_index, lab_effects.tolist(), strict=True)),
-        dict(zip(maker_index, maker_effects.tolist(), strict=True)),
+        dict(zip(labs, lab_effects.tolist(), strict=True)),
+        dict(zip(makers, maker_effects.tolist(), strict=True)),
         scale,
-        dict(zip(lab_index, lab_counts.tolist(), strict=True)),
+        dict(zip(labs, lab_counts.tolist(), strict=True)),
         int(judged.sum()),
     )
+
+
+class _Names:
+    """A table of names, each numbered once: a window of results then holds 4-byte codes, not 8-byte pointers."""
+
+    __slots__ = ("names", "codes")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.codes: dict[str, int] = {}
+
+    def code(self, name: str) -> int:
+        code = self.codes.get(name)
+        if code is None:
+            code = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return code
 
 
 class _Segment:
     """One category × item: its last results' labs, makers and levels (a ring), and its latest fit."""
 
-    __slots__ = ("labs", "makers", "levels", "oldest", "since_fit", "fit", "by_lab")
+    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "oldest", "since_fit", "fit", "by_lab")
 
     def __init__(self) -> None:
-        self.labs: list[str] = []  # interned: one string per lab and maker, whatever the number of results
-        self.makers: list[str] = []
+        self.lab_names, self.maker_names = _Names(), _Names()
+        self.labs, self.makers = array("i"), array("i")  # codes into the tables above
         self.levels = array("d")
         self.oldest = 0
         self.since_fit = 0
@@ -124,14 +149,21 @@ class _Segment:
         self.by_lab: dict[str, _Lab] = {}
 
     def add(self, lab_id: str, maker_id: str, level: float, size: int) -> None:
+        lab, maker = self.lab_names.code(lab_id), self.maker_names.code(maker_id)
         if len(self.levels) < size:
-            self.labs.append(lab_id)
-            self.makers.append(maker_id)
+            self.labs.append(lab)
+            self.makers.append(maker)
             self.levels.append(level)
         else:
-            self.labs[self.oldest], self.makers[self.oldest], self.levels[self.oldest] = lab_id, maker_id, level
+            self.labs[self.oldest], self.makers[self.oldest], self.levels[self.oldest] = lab, maker, level
             self.oldest = (self.oldest + 1) % size
         self.since_fit += 1
+
+    def refit(self, maker_prior: float, min_results: int) -> None:
+        self.since_fit = 0
+        self.fit = fit_labs_and_makers(
+            self.labs, self.lab_names.names, self.makers, self.maker_names.names, self.levels, maker_prior, min_results, self.fit
+        )
 
 
 class _Lab:
@@ -185,7 +217,7 @@ class LabBias(Detector):
         lab = segment.by_lab.get(result.lab_id)
         if lab is None:
             lab = segment.by_lab[result.lab_id] = _Lab(self.window, self.k, self.h)
-        maker_id = sys.intern(result.manufacturer_uscc or result.manufacturer_name or "")  # unnamed makers share one effect
+        maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
         signal = False
         fit = segment.fit
         if fit is not None and fit.judged >= self.min_labs:
@@ -193,12 +225,9 @@ class LabBias(Detector):
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.differences.append(result, difference, z)
             signal = lab.high.update(z) | lab.low.update(-z)
-        segment.add(sys.intern(result.lab_id), maker_id, level, self.segment_window)
+        segment.add(result.lab_id, maker_id, level, self.segment_window)
         if segment.since_fit >= self.refit_every and len(segment.levels) >= self.min_labs * self.min_results:
-            segment.since_fit = 0
-            segment.fit = fit_labs_and_makers(
-                segment.labs, segment.makers, segment.levels.tolist(), self.maker_prior, self.min_results, segment.fit
-            )
+            segment.refit(self.maker_prior, self.min_results)
         return signal
 
     def learn_one(self, result: LabResult) -> None:

@@ -114,9 +114,13 @@ def test_the_lab_and_maker_model_recovers_both_when_labs_sample_their_own_makers
         labs.append(lab)
         makers.append(maker)
         levels.append(-2.0 + lab_effect[lab] + maker_effect[maker] + rng.gauss(0, 0.5))
-    fit = fit_labs_and_makers(labs, makers, levels, maker_prior=6.0, min_results=15)
+    lab_names, lab_codes = np.unique(labs + ["LAB-NOT-IN-THE-WINDOW"], return_inverse=True)  # a name without results gets no effect
+    maker_names, maker_codes = np.unique(makers, return_inverse=True)
+    coded = (lab_codes[:-1], lab_names.tolist(), maker_codes, maker_names.tolist(), levels)
+    fit = fit_labs_and_makers(*coded, maker_prior=6.0, min_results=15)
+    assert set(fit.labs) == set(lab_effect) and set(fit.makers) == set(maker_effect)
     for start in (None, fit):  # from zero, and from a previous fit as the detector refits
-        fit = fit_labs_and_makers(labs, makers, levels, maker_prior=6.0, min_results=15, start=start)
+        fit = fit_labs_and_makers(*coded, maker_prior=6.0, min_results=15, start=start)
         assert fit.labs["DZQI"] == pytest.approx(math.log(1.8), abs=0.08)
         assert all(abs(effect) < 0.08 for lab, effect in fit.labs.items() if lab != "DZQI")
         shift = fit.level + 2.0  # the level and the makers share one constant; differences between makers are identified
