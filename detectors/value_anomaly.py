@@ -17,7 +17,7 @@ import math
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
-from detectors.univariate import Cusum, RobustBaseline
+from detectors.univariate import Cusum, RobustBaseline, z_to_score
 from detectors.window import Window
 from schemas.results import Alert, LabResult, Severity
 
@@ -56,16 +56,19 @@ class ValueAnomaly(Detector):
 
     def learn_one(self, result: LabResult) -> None:
         level = log_level(result)
-        if level is None:
-            return
-        key = self.segment(result)
+        if level is not None:
+            self._learn(result, self.segment(result), level)
+
+    def _learn(self, result: LabResult, key: Segment, level: float, z: float | None = None) -> None:
+        """Learn a level; ``z`` is its z-score against the baseline, when the caller has it already."""
         baseline = self.baselines.get(key)
         if baseline is None:
             baseline = self.baselines[key] = RobustBaseline(self.window, self.min_scale)
         if len(baseline) < self.min_history:
             baseline.learn_one(level)
             return
-        z = baseline.z(level)
+        if z is None:
+            z = baseline.z(level)
         chart = self.charts.get(key)
         if chart is None:
             chart = self.charts[key] = Cusum(self.k, self.h)
@@ -93,8 +96,11 @@ class ValueAnomaly(Detector):
         level, baseline = log_level(result), self._baseline(result)
         if level is None or baseline is None or result.failing:
             return []
-        key = self.segment(result)
-        z = baseline.z(level)
+        return self._judge(result, self.segment(result), baseline, level, baseline.z(level), score, now)
+
+    def _judge(
+        self, result: LabResult, key: Segment, baseline: RobustBaseline, level: float, z: float, score: float, now: datetime
+    ) -> list[Alert]:
         chart = self.charts.get(key)
         cusum = max(0.0, chart.s + min(z, self.z_cap) - self.k) if chart is not None else 0.0
         if z < self.threshold_z and cusum <= self.h:
@@ -112,7 +118,7 @@ class ValueAnomaly(Detector):
         return [
             firing(
                 self.name,
-                "|".join(self.segment(result)),
+                "|".join(key),
                 severity=severity,
                 score=score,
                 title=f"Unusually high {where_en}",
@@ -141,9 +147,20 @@ class ValueAnomaly(Detector):
         ]
 
     def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
-        alerts = super().process_one(result, now)
-        chart = self.charts.get(self.segment(result))
-        if alerts and chart is not None and chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
+        """The protocol's score, alert and learn with one look-up and one z (they cost three of each)."""
+        level = log_level(result)
+        if level is None:
+            return []
+        key = self.segment(result)
+        baseline = self.baselines.get(key)
+        if baseline is None or len(baseline) < self.min_history:
+            self._learn(result, key, level)
+            return []
+        z = baseline.z(level)
+        alerts = [] if result.failing else self._judge(result, key, baseline, level, z, z_to_score(z), now)
+        self._learn(result, key, level, z)
+        chart = self.charts[key]
+        if alerts and chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
             chart.reset()
         return alerts
 

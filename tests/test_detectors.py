@@ -200,6 +200,26 @@ def test_value_anomaly_a_jumped_level_fires_within_three_values_and_a_lone_outli
     assert len(alerts[0].evidence) == n + 1  # the run that added up, not just the last value
 
 
+@pytest.mark.parametrize("make", [ValueAnomaly, LimitDrift])
+def test_a_fused_process_one_scores_and_alerts_as_the_protocol_steps_do(make):
+    """Value anomaly and drift score, judge and learn a result in one pass; a notebook calls the three steps."""
+    rng = random.Random(9)
+    stream = [result(n, noisy(rng, 0.03, 0.3)) for n in range(80)]
+    stream += [result(80 + n, noisy(rng, 0.03 * math.exp(0.12 * n), 0.1)) for n in range(30)]  # a jump that keeps rising
+    fused, stepped = make(), make()
+    for r in stream:
+        score = stepped.score_one(r)
+        expected = stepped.alerts_for(r, score, T0)
+        stepped.learn_one(r)
+        alerts = fused.process_one(r, T0)
+        assert [(a.alert_id, a.explanation, a.evidence, a.score) for a in alerts] == [
+            (a.alert_id, a.explanation, a.evidence, a.score) for a in expected
+        ]
+        if alerts:
+            return  # after an alert, process_one restarts the charts: the steps alone do not
+    pytest.fail("the stream raised no alert")
+
+
 def test_drift_fires_on_values_creeping_to_the_limit_and_not_on_a_stable_segment():
     rng = random.Random(5)
     stable = [result(n, noisy(rng, 0.03)) for n in range(60)]
