@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.ensemble import IsolationForest
 
 from detectors.cross_city import CrossCityCluster
@@ -101,6 +102,18 @@ def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
     assert flat.p_value > 0.01
     assert trend_test([1.0] * 10).p_value == 1.0
     assert (kendall_s([1, 2, 3, 3]), kendall_s([3, 2, 1]), kendall_s([2, 2])) == (5, -3, 0)
+
+
+def test_trend_test_gives_scipys_kendall_tau_and_p_value_exactly_with_and_without_ties():
+    rng = random.Random(4)
+    for trial in range(400):
+        n = rng.randint(3, 40)
+        values = [rng.gauss(0, 1) + rng.choice([0.0, 0.05, 0.2]) * i for i in range(n)]
+        if trial % 3 == 0:
+            values = [round(v, 1) for v in values]  # ties: scipy's asymptotic variance with tie corrections
+        tau, p_two_sided = stats.kendalltau(np.arange(n, dtype=float), values)
+        trend = trend_test(values)
+        assert trend.tau == tau and trend.p_value == (p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2)
 
 
 def test_the_lab_and_maker_model_recovers_both_when_labs_sample_their_own_makers_most():
