@@ -11,8 +11,7 @@ in a process pool never loads it (~100 MB of its memory).
 A fit costs ~3 ms plus ~0.6 ms a tree, nearly all of it scikit-learn's per-estimator overhead,
 whatever the data. A refit therefore grows only a generation of new trees on the current
 reference and drops as many of the oldest: the forest keeps its size and follows its window at a
-fraction of the cost of growing it anew (Ting, Tan and Liu's streaming isolation forests replace
-their models in the same spirit).
+fraction of the cost of growing it anew.
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ too: limit exceedance alerts on the item, this alert on the combination around i
 raised together point to a shared cause, such as one contaminated input).
 
 A refit grows ``trees_per_refit`` new trees on the current reference and drops as many of the
-oldest, so that the forest keeps ``trees`` and a refit costs a fifth of a fresh fit (mostly
-scikit-learn's per-tree overhead: ~33 ms for 50 trees, ~9 ms for 10). Given an ``Executor`` (the worker passes
-a process pool), a due refit is submitted at the end of one flush and collected at the start of
-the category's next one, so fits run beside the rest of the pipeline; without one they run in
-place. Either way a refit is first used by the next flush: the alerts are the same.
+oldest, so that the forest keeps ``trees`` and a refit costs a fraction of a fresh fit (mostly
+scikit-learn's per-tree overhead: ~33 ms for 50 trees, ~9 ms for 10). Given an ``Executor``
+(the worker passes a process pool), a due refit is submitted at the end of one flush and
+collected at the start of the category's next one, so fits run beside the rest of the pipeline;
+without one they run in place. Either way a refit is first used by the next flush: the alerts
+are the same.
 """
 
 from __future__ import annotations
