@@ -14,7 +14,7 @@ stands in, so that a rare segment drifting to the limit is still watched.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
@@ -28,10 +28,10 @@ Segment = tuple[str, str, str]
 @dataclass(slots=True)
 class _SegmentState:
     recent: Window  # the levels not yet in the reference, with their results
-    reference: RobustBaseline = field(default_factory=RobustBaseline)
-    cusum: Cusum = field(default_factory=Cusum)
-    ewma: Ewma = field(default_factory=Ewma)
-    alliance: RobustBaseline | None = None  # the category × item's reference over every city, shared
+    reference: RobustBaseline
+    cusum: Cusum
+    ewma: Ewma
+    alliance: RobustBaseline  # the category × item's reference over every city, shared
 
 
 class LimitDrift(Detector):
@@ -78,7 +78,7 @@ class LimitDrift(Detector):
 
     def _z(self, state: _SegmentState, level: float) -> float | None:
         reference = state.reference if len(state.reference) >= self.min_reference else state.alliance
-        if reference is None or len(reference) < self.min_reference:
+        if len(reference) < self.min_reference:
             return None
         return max(-self.z_cap, min(self.z_cap, reference.z(level)))
 
@@ -97,8 +97,7 @@ class LimitDrift(Detector):
         if evicted is not None:
             (old_level,) = evicted
             state.reference.learn_one(old_level)
-            if state.alliance is not None:
-                state.alliance.learn_one(old_level)
+            state.alliance.learn_one(old_level)
 
     def _score(self, state: _SegmentState, z: float) -> float:
         return min(1.0, max(0.0, state.cusum.s + z - self.cusum_k) / (2 * self.cusum_h))
