@@ -73,10 +73,10 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             self._check_alive()
             last = await asyncio.to_thread(self.metrics)
-            received = last.get("riskwatch_reports_handled_total", 0)
+            handled = last.get("riskwatch_reports_handled_total", 0)
             sent = last.get("riskwatch_result_batches_sent_total", 0)
             processed = last.get("riskwatch_result_batches_processed_total", 0)
-            if received >= reports_sent and processed >= sent:
+            if handled >= reports_sent and processed >= sent:
                 await asyncio.sleep(settle)
                 again = await asyncio.to_thread(self.metrics)
                 if again.get("riskwatch_result_batches_processed_total", 0) >= again.get("riskwatch_result_batches_sent_total", 0):
