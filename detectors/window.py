@@ -2,32 +2,33 @@
 
 A window entry used to be a tuple of numbers and an ``Evidence`` object holding a 36-character
 id string and a ``datetime``: some 300 bytes, kept per entry, per segment and per detector,
-which made up most of a worker's memory. Here an entry is one packed record (the id's 16
-bytes, the sampling time in epoch microseconds, the synthetic flag), one pointer to a shared
-(city, lab) pair and the detector's numbers as doubles: about 40 bytes plus 8 a number.
-Alerts, which are rare, get their ``Evidence`` back from the columns on demand.
+which made up most of a worker's memory. Here an entry is one packed 28-byte record (the id's 16
+bytes, the sampling time in epoch microseconds, a code for its (city, lab) pair with the
+synthetic flag) and the detector's numbers as doubles. Alerts, which are rare, get their
+``Evidence`` back from the columns on demand.
 """
 
 from __future__ import annotations
 
 import struct
-import sys
 from array import array
 from datetime import UTC, datetime, timedelta
 
 from schemas.results import LabResult
 
-_RECORD = struct.Struct("<16sq?")  # id, sampled_at in µs since the epoch, synthetic
+_RECORD = struct.Struct("<16sqI")  # id, sampled_at in µs since the epoch, place code << 1 | synthetic
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PLACES: dict[tuple[str, str], tuple[str, str]] = {}  # one (city, lab) tuple for all the windows that cite it
+_PLACE_CODES: dict[tuple[str, str], int] = {}  # (city, lab) → its code, for every window of the process
+_PLACES: list[tuple[str, str]] = []  # code → (city, lab)
 
 
-def _place(city: str, lab_id: str) -> tuple[str, str]:
+def _place_code(city: str, lab_id: str) -> int:
     pair = (city, lab_id)
-    place = _PLACES.get(pair)
-    if place is None:
-        place = _PLACES[pair] = (sys.intern(city), sys.intern(lab_id))
-    return place
+    code = _PLACE_CODES.get(pair)
+    if code is None:
+        code = _PLACE_CODES[pair] = len(_PLACES)
+        _PLACES.append(pair)
+    return code
 
 
 def _pack_id(result_id: str) -> bytes | None:
@@ -59,24 +60,25 @@ class Evidence:
 class Window:
     """The last ``maxlen`` results of a segment, each with ``width`` numbers, oldest first.
 
-    A ring: once full, the newest entry overwrites the oldest in place. Ids that are not
-    UUID-shaped (hand-made results in a notebook, say) are kept as text beside the records, so
-    any id round-trips.
+    A ring: once full, the newest entry overwrites the oldest in place, and the columns are
+    copied once to their exact size (growing them left up to an eighth spare). Ids that are
+    not UUID-shaped (hand-made results in a notebook, say) are kept as text beside the records,
+    so any id round-trips. Place codes belong to the process: a pickled window carries its
+    places by name.
     """
 
-    __slots__ = ("maxlen", "width", "_records", "_places", "_numbers", "_oldest", "_added", "_odd_ids")
+    __slots__ = ("maxlen", "width", "_records", "_numbers", "_oldest", "_added", "_odd_ids")
 
     def __init__(self, maxlen: int, width: int = 1) -> None:
         self.maxlen, self.width = maxlen, width
         self._records = bytearray()
-        self._places: list[tuple[str, str]] = []
         self._numbers = array("d")
         self._oldest = 0  # the slot of the oldest entry once the ring is full
         self._added = 0  # entries ever appended: the absolute position of the next one
         self._odd_ids: dict[int, str] | None = None  # absolute position → id, for ids that are not UUIDs
 
     def __len__(self) -> int:
-        return len(self._places)
+        return len(self._records) // _RECORD.size
 
     def append(self, result: LabResult, *numbers: float) -> tuple[float, ...] | None:
         """Add a result with its numbers; returns the numbers of the entry this evicted, if any."""
@@ -88,19 +90,20 @@ class Window:
             packed = bytes(16)
         self._added += 1
         at = result.sampled_at - _EPOCH
-        record = (packed, (at.days * 86400 + at.seconds) * 1_000_000 + at.microseconds, result.synthetic)
-        place = _place(result.city, result.lab_id)
-        if len(self._places) < self.maxlen:
-            self._records += _RECORD.pack(*record)
-            self._places.append(place)
+        micros = (at.days * 86400 + at.seconds) * 1_000_000 + at.microseconds
+        place = _place_code(result.city, result.lab_id) << 1 | result.synthetic
+        count = len(self._records) // _RECORD.size
+        if count < self.maxlen:
+            self._records += _RECORD.pack(packed, micros, place)
             self._numbers.extend(numbers)
+            if count + 1 == self.maxlen:  # full from now on: drop the spare room growing left
+                self._records, self._numbers = bytearray(self._records), array("d", self._numbers)
             return None
         slot, width = self._oldest, self.width
         self._oldest = (slot + 1) % self.maxlen
         if self._odd_ids:
             self._odd_ids.pop(self._added - 1 - self.maxlen, None)
-        _RECORD.pack_into(self._records, slot * _RECORD.size, *record)
-        self._places[slot] = place
+        _RECORD.pack_into(self._records, slot * _RECORD.size, packed, micros, place)
         first, stored = slot * width, self._numbers
         evicted = tuple(stored[first + i] for i in range(width)) if width > 1 else (stored[first],)
         for i, number in enumerate(numbers):
@@ -125,9 +128,24 @@ class Window:
         out = []
         count = len(self)
         for slot in self._slots(start):
-            packed, micros, synthetic = _RECORD.unpack_from(self._records, slot * _RECORD.size)
+            packed, micros, place = _RECORD.unpack_from(self._records, slot * _RECORD.size)
             absolute = self._added - count + (slot - self._oldest) % count
             odd = self._odd_ids.get(absolute) if self._odd_ids else None
-            city, lab_id = self._places[slot]
-            out.append(Evidence(odd or _unpack_id(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, synthetic))
+            city, lab_id = _PLACES[place >> 1]
+            out.append(Evidence(odd or _unpack_id(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, bool(place & 1)))
         return out
+
+    def __getstate__(self) -> dict:
+        records = [list(_RECORD.unpack_from(self._records, offset)) for offset in range(0, len(self._records), _RECORD.size)]
+        for record in records:
+            record[2] = (_PLACES[record[2] >> 1], record[2] & 1)  # by name: codes are this process's
+        state = {name: getattr(self, name) for name in self.__slots__ if name != "_records"}
+        return {**state, "records": records}
+
+    def __setstate__(self, state: dict) -> None:
+        records = state.pop("records")
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._records = bytearray()
+        for packed, micros, ((city, lab_id), synthetic) in records:
+            self._records += _RECORD.pack(packed, micros, _place_code(city, lab_id) << 1 | synthetic)

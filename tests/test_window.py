@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 
+from detectors import window as window_module
 from detectors.multivariate import _Samples
 from detectors.window import Window
 from tests.test_detectors import result
@@ -59,3 +60,18 @@ def test_a_categorys_reference_samples_keep_the_newest_rows_in_order_and_grow_co
         expected.append(row + [math.nan] * (2 - len(row)))
         assert len(samples) == min(n + 1, 25)
     assert np.array_equal(samples.matrix(), np.array(expected[-25:]), equal_nan=True)
+
+
+def test_a_pickled_window_names_its_places_so_another_process_reads_them_right(monkeypatch):
+    window = Window(maxlen=4)
+    for n, (city, lab) in enumerate([("zibo", "ZBQI"), ("jinan", "JNQI"), ("zibo", "ZBQI")]):
+        window.append(dataclasses.replace(result(n), city=city, lab_id=lab), float(n))
+    payload = pickle.dumps(window)
+    # another process numbers its places in its own order: here, a fresh table with others first
+    monkeypatch.setattr(window_module, "_PLACE_CODES", {("taian", "TAQI"): 0, ("jinan", "JNQI"): 1})
+    monkeypatch.setattr(window_module, "_PLACES", [("taian", "TAQI"), ("jinan", "JNQI")])
+    copy = pickle.loads(payload)
+    assert [(e.city, e.lab_id) for e in copy.evidence()] == [("zibo", "ZBQI"), ("jinan", "JNQI"), ("zibo", "ZBQI")]
+    assert [e.result_id for e in copy.evidence()] == [result(n).result_id for n in range(3)] and copy.column() == [0.0, 1.0, 2.0]
+    copy.append(result(3), 3.0)  # filling it up keeps everything
+    assert [e.lab_id for e in copy.evidence()] == ["ZBQI", "JNQI", "ZBQI", "ZBQI"] and len(copy) == 4
