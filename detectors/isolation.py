@@ -36,16 +36,29 @@ def average_path_length(n: np.ndarray) -> np.ndarray:
     return np.where(n <= 1, 0.0, np.where(n == 2, 1.0, deep))
 
 
+def _float32_at_most(values: np.ndarray) -> np.ndarray:
+    """The largest float32 not above each value: for a float32 x, x <= v exactly when x <= it."""
+    rounded = values.astype(np.float32)
+    return np.where(rounded > values, np.nextafter(rounded, np.float32(-np.inf)), rounded)
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledForest:
-    feature: np.ndarray  # per node: the column of X it splits on (-1 at leaves)
-    # inner node: go left when X[column] <= it; leaf: its depth plus c(its training points), as
-    # scikit-learn counts it, over c(the tree's subsample size): trees grown on references of
-    # different sizes can then share one forest
+    """Trees as flat arrays, 6 bytes a node (a worker holds a forest per category).
+
+    scikit-learn grows trees depth first, so an inner node's left child is the next node; its
+    right child is stored as an offset from it, which holds in 16 bits (a tree of 256 samples
+    has at most 511 nodes) and needs no rebasing when trees are dropped or joined.
+    """
+
+    feature: np.ndarray  # int16 per node: the column of X it splits on (-1 at leaves)
+    # float32 per node. Inner node: the largest float32 not above scikit-learn's threshold, so
+    # float32 X goes left exactly when scikit-learn sends it left. Leaf: its depth plus c(its
+    # training points), as scikit-learn counts it, over c(the tree's subsample size), so that
+    # trees grown on references of different sizes can share one forest
     split: np.ndarray
-    left: np.ndarray  # per node: global index of the left child (-1 at leaves)
-    right: np.ndarray
-    roots: np.ndarray  # global index of each tree's root, in order: tree i's nodes run from roots[i] to roots[i + 1]
+    right: np.ndarray  # uint16 per inner node: how far after it its right child is (0 at leaves)
+    roots: np.ndarray  # index of each tree's root, in order: tree i's nodes run from roots[i] to roots[i + 1]
 
     @property
     def trees(self) -> int:
@@ -53,24 +66,25 @@ class CompiledForest:
 
     @classmethod
     def of(cls, model: IsolationForest) -> CompiledForest:
-        features, splits, lefts, rights, roots = [], [], [], [], []
+        features, splits, rights, roots = [], [], [], []
         offset = 0
         subsample = float(average_path_length(np.array([model.max_samples_]))[0])
         for tree, columns in zip(model.estimators_, model.estimators_features_, strict=True):
             t = tree.tree_
             leaf = t.children_left < 0
+            nodes = np.arange(t.node_count)
+            if not np.array_equal(t.children_left[~leaf], nodes[~leaf] + 1):
+                raise ValueError("expected a tree grown depth first (each left child right after its parent)")
             roots.append(offset)
             features.append(np.where(leaf, -1, np.asarray(columns)[np.maximum(t.feature, 0)]))
             depths = (t.compute_node_depths() - 1.0 + average_path_length(t.n_node_samples)) / subsample
-            splits.append(np.where(leaf, depths, t.threshold))
-            lefts.append(np.where(leaf, -1, t.children_left + offset))
-            rights.append(np.where(leaf, -1, t.children_right + offset))
+            splits.append(np.where(leaf, depths.astype(np.float32), _float32_at_most(t.threshold)))
+            rights.append(np.where(leaf, 0, t.children_right - nodes))
             offset += t.node_count
-        return cls(  # 18 bytes a node: a worker holds a forest per category
+        return cls(
             feature=np.concatenate(features).astype(np.int16),
-            split=np.concatenate(splits),
-            left=np.concatenate(lefts).astype(np.int32),
-            right=np.concatenate(rights).astype(np.int32),
+            split=np.concatenate(splits).astype(np.float32),
+            right=np.concatenate(rights).astype(np.uint16),
             roots=np.asarray(roots, dtype=np.int32),
         )
 
@@ -79,40 +93,35 @@ class CompiledForest:
         if trees >= self.trees:
             return self
         first = int(self.roots[self.trees - trees]) if trees else self.feature.size
-        inner = self.left[first:] >= 0
-        return CompiledForest(
-            self.feature[first:],
-            self.split[first:],
-            np.where(inner, self.left[first:] - first, -1).astype(np.int32),
-            np.where(inner, self.right[first:] - first, -1).astype(np.int32),
-            (self.roots[self.trees - trees :] - first).astype(np.int32),
-        )
+        roots = (self.roots[self.trees - trees :] - first).astype(np.int32)
+        return CompiledForest(self.feature[first:].copy(), self.split[first:].copy(), self.right[first:].copy(), roots)
 
     def joined(self, newer: CompiledForest) -> CompiledForest:
         """One forest of this one's trees followed by ``newer``'s."""
-        offset = self.feature.size
-        inner = newer.left >= 0
         return CompiledForest(
             np.concatenate([self.feature, newer.feature]),
             np.concatenate([self.split, newer.split]),
-            np.concatenate([self.left, np.where(inner, newer.left + offset, -1).astype(np.int32)]),
-            np.concatenate([self.right, np.where(inner, newer.right + offset, -1).astype(np.int32)]),
-            np.concatenate([self.roots, newer.roots + offset]).astype(np.int32),
+            np.concatenate([self.right, newer.right]),
+            np.concatenate([self.roots, newer.roots + self.feature.size]).astype(np.int32),
         )
 
-    def isolation(self, X: np.ndarray) -> np.ndarray:
-        """Anomaly score per row, higher is more isolated: ``-IsolationForest.score_samples``."""
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """The leaf each row reaches in each tree (rows × trees, node indices)."""
         X = np.asarray(X, dtype=np.float32)  # trees compare in float32, as scikit-learn fits them
         rows = np.arange(X.shape[0])[:, None]
-        node = np.broadcast_to(self.roots, (X.shape[0], self.roots.size))
+        node = np.broadcast_to(self.roots.astype(np.intp), (X.shape[0], self.roots.size))
         while True:  # one level of every tree per step; trees are at most log2(max_samples) deep
             column = self.feature[node]
             inner = column >= 0
             if not inner.any():
-                break
+                return node
             goes_left = X[rows, np.maximum(column, 0)] <= self.split[node]  # meaningless at leaves, where inner is False
-            node = np.where(inner, np.where(goes_left, self.left[node], self.right[node]), node)
-        return 2.0 ** (-self.split[node].sum(axis=1) / self.trees)  # every node a leaf now: the normalised depths
+            node = np.where(inner, np.where(goes_left, node + 1, node + self.right[node]), node)
+
+    def isolation(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly score per row, higher is more isolated: ``-IsolationForest.score_samples`` (to float32's precision)."""
+        depths = self.split[self.leaves(X)].sum(axis=1, dtype=np.float64)  # every node a leaf: the normalised depths
+        return 2.0 ** (-depths / self.trees)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from sklearn.ensemble import IsolationForest
 from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
-from detectors.isolation import CompiledForest
+from detectors.isolation import CompiledForest, _float32_at_most
 from detectors.lab_bias import LabBias, algorithm_a, fit_labs_and_makers
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
@@ -388,13 +388,30 @@ def test_multivariate_flags_an_odd_combination_below_the_limits():
     assert sorted(alerts[0].evidence) == sorted(r.result_id for r in odd)
 
 
-def test_compiled_forest_scores_as_scikit_learn_does():
+def test_compiled_forest_sends_every_row_down_scikit_learns_paths_and_scores_as_it_does():
     rng = np.random.default_rng(3)
     for rows, columns in [(400, 5), (120, 1), (300, 9)]:
         reference = rng.normal(size=(rows, columns))
         model = IsolationForest(n_estimators=50, random_state=4).fit(reference)
+        # the reference itself (rows on the thresholds' either side) and rows far outside it
         probes = np.vstack([reference, 3 * rng.normal(size=(40, columns))])
-        assert np.allclose(CompiledForest.of(model).isolation(probes), -model.score_samples(probes), rtol=0, atol=1e-12)
+        forest = CompiledForest.of(model)
+        trees = zip(model.estimators_, model.estimators_features_, strict=True)
+        expected = [tree.apply(probes[:, used].astype(np.float32)) for tree, used in trees]
+        assert np.array_equal(forest.leaves(probes) - forest.roots, np.column_stack(expected))  # the same leaf in every tree
+        # leaf depths are kept in float32: scores agree to its precision
+        assert np.allclose(forest.isolation(probes), -model.score_samples(probes), rtol=0, atol=1e-7)
+
+
+def test_thresholds_kept_in_float32_send_every_float32_value_the_same_way():
+    rng = np.random.default_rng(6)
+    thresholds = np.concatenate([rng.normal(size=10_000), rng.normal(size=100).astype(np.float32).astype(float)])  # some exactly float32
+    kept = _float32_at_most(thresholds)
+    assert kept.dtype == np.float32 and (kept.astype(float) <= thresholds).all()
+    above = np.nextafter(kept, np.float32(np.inf))  # the float32 values either side of each threshold
+    assert (above.astype(float) > thresholds).all(), "the largest float32 not above: the next one is above"
+    for x in (kept, above):
+        assert np.array_equal(x <= kept, x.astype(float) <= thresholds)
 
 
 def test_forests_drop_their_oldest_trees_and_join_newer_ones_as_scikit_learn_would_score_them():
@@ -411,12 +428,12 @@ def test_forests_drop_their_oldest_trees_and_join_newer_ones_as_scikit_learn_wou
     kept = CompiledForest.of(first).newest(20)
     assert kept.trees == 20 and CompiledForest.of(first).newest(30).trees == 30
     newest_twenty = (30 * log_score(first) - 10 * oldest_ten) / 20
-    assert np.allclose(np.log2(kept.isolation(probes)), newest_twenty, rtol=0, atol=1e-9)
+    assert np.allclose(np.log2(kept.isolation(probes)), newest_twenty, rtol=0, atol=1e-6)
     second = IsolationForest(n_estimators=10, random_state=2).fit(newer)
     joined = kept.joined(CompiledForest.of(second))
     assert joined.trees == 30
     # each tree's depth is normalised by its own subsample size: the joined forest's log-score is the trees' weighted mean
-    assert np.allclose(np.log2(joined.isolation(probes)), (20 * newest_twenty + 10 * log_score(second)) / 30, rtol=0, atol=1e-9)
+    assert np.allclose(np.log2(joined.isolation(probes)), (20 * newest_twenty + 10 * log_score(second)) / 30, rtol=0, atol=1e-6)
 
 
 def test_multivariate_refits_replace_a_generation_of_trees_and_keep_the_forest_size():
