@@ -24,6 +24,21 @@ from schemas.results import Alert, LabResult, Severity
 Segment = tuple[str, str, str]
 
 
+class _SegmentState:
+    """One segment's baseline and, once it has ``min_history`` values, its CUSUM and that run's results.
+
+    One object per segment rather than an entry per segment in four dicts: one look-up a result,
+    one key kept, and nothing held for the levels kept out of the baseline while there are none."""
+
+    __slots__ = ("baseline", "chart", "recent", "held")
+
+    def __init__(self, baseline: RobustBaseline) -> None:
+        self.baseline = baseline
+        self.chart: Cusum | None = None
+        self.recent: Window | None = None  # the last results and their z, newest last: the CUSUM run's evidence
+        self.held: list[float] | None = None  # unusual levels kept out of the baseline
+
+
 class ValueAnomaly(Detector):
     name = "value_anomaly"
 
@@ -41,73 +56,71 @@ class ValueAnomaly(Detector):
     ) -> None:
         self.window, self.min_history, self.threshold_z, self.min_scale = window, min_history, threshold_z, min_scale
         self.k, self.h, self.z_cap, self.hold_z, self.adapt_after = k, h, z_cap, hold_z, adapt_after
-        self.baselines: dict[Segment, RobustBaseline] = {}
-        self.charts: dict[Segment, Cusum] = {}
-        self.recent: dict[Segment, Window] = {}  # the last results and their z, newest last: the CUSUM run's evidence
-        self.held: dict[Segment, list[float]] = {}  # unusual levels kept out of the baseline
+        self.segments: dict[Segment, _SegmentState] = {}
 
     @staticmethod
     def segment(result: LabResult) -> Segment:
         return result.category, result.test_item, result.city
 
-    def _baseline(self, result: LabResult) -> RobustBaseline | None:
-        baseline = self.baselines.get(self.segment(result))
-        return baseline if baseline is not None and len(baseline) >= self.min_history else None
+    def _judged(self, result: LabResult) -> _SegmentState | None:
+        """The result's segment, if its baseline has the history to judge by."""
+        state = self.segments.get(self.segment(result))
+        return state if state is not None and len(state.baseline) >= self.min_history else None
 
     def learn_one(self, result: LabResult) -> None:
         level = log_level(result)
         if level is not None:
-            self._learn(result, self.segment(result), level)
+            key = self.segment(result)
+            self._learn(result, self.segments.get(key) or self._new(key), level)
 
-    def _learn(self, result: LabResult, key: Segment, level: float, z: float | None = None) -> None:
+    def _new(self, key: Segment) -> _SegmentState:
+        state = self.segments[key] = _SegmentState(RobustBaseline(self.window, self.min_scale))
+        return state
+
+    def _learn(self, result: LabResult, state: _SegmentState, level: float, z: float | None = None) -> None:
         """Learn a level; ``z`` is its z-score against the baseline, when the caller has it already."""
-        baseline = self.baselines.get(key)
-        if baseline is None:
-            baseline = self.baselines[key] = RobustBaseline(self.window, self.min_scale)
+        baseline = state.baseline
         if len(baseline) < self.min_history:
             baseline.learn_one(level)
             return
         if z is None:
             z = baseline.z(level)
-        chart = self.charts.get(key)
-        if chart is None:
-            chart = self.charts[key] = Cusum(self.k, self.h)
-            self.recent[key] = Window(self.adapt_after)
-        chart.update(min(z, self.z_cap))
-        self.recent[key].append(result, z)
-        held = self.held.setdefault(key, [])
+        if state.chart is None:
+            state.chart, state.recent = Cusum(self.k, self.h), Window(self.adapt_after)
+        state.chart.update(min(z, self.z_cap))
+        state.recent.append(result, z)
         if z < self.hold_z:
-            held.clear()
+            state.held = None
             baseline.learn_one(level)
             return
-        held.append(level)
-        if len(held) >= self.adapt_after:  # the level has moved for good: accept it
-            for value in held:
+        if state.held is None:
+            state.held = []
+        state.held.append(level)
+        if len(state.held) >= self.adapt_after:  # the level has moved for good: accept it
+            for value in state.held:
                 baseline.learn_one(value)
-            held.clear()
+            state.held = None
 
     def score_one(self, result: LabResult) -> float:
-        level, baseline = log_level(result), self._baseline(result)
-        if level is None or baseline is None:
+        level, state = log_level(result), self._judged(result)
+        if level is None or state is None:
             return 0.0
-        return baseline.score_one(level)
+        return state.baseline.score_one(level)
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
-        level, baseline = log_level(result), self._baseline(result)
-        if level is None or baseline is None or result.failing:
+        level, state = log_level(result), self._judged(result)
+        if level is None or state is None or result.failing:
             return []
-        return self._judge(result, self.segment(result), baseline, level, baseline.z(level), score, now)
+        return self._judge(result, state, level, state.baseline.z(level), score, now)
 
-    def _judge(
-        self, result: LabResult, key: Segment, baseline: RobustBaseline, level: float, z: float, score: float, now: datetime
-    ) -> list[Alert]:
-        chart = self.charts.get(key)
+    def _judge(self, result: LabResult, state: _SegmentState, level: float, z: float, score: float, now: datetime) -> list[Alert]:
+        chart, baseline = state.chart, state.baseline
         cusum = max(0.0, chart.s + min(z, self.z_cap) - self.k) if chart is not None else 0.0
         if z < self.threshold_z and cusum <= self.h:
             return []
         run = chart.run if chart is not None and chart.run and cusum > self.h else 0  # the CUSUM's run so far
-        earlier = self.recent[key].evidence(-run) if run else []
-        zs = ", ".join(f"{earlier_z:.1f}" for earlier_z in self.recent[key].column()[-run:]) if run else ""
+        earlier = state.recent.evidence(-run) if run else []
+        zs = ", ".join(f"{earlier_z:.1f}" for earlier_z in state.recent.column()[-run:]) if run else ""
         usual = baseline.median
         factor = math.exp(level - usual)
         severity = Severity.POTENTIALLY_SERIOUS if result.limit and level >= math.log(0.5) else Severity.NOT_SERIOUS
@@ -118,7 +131,7 @@ class ValueAnomaly(Detector):
         return [
             firing(
                 self.name,
-                "|".join(key),
+                "|".join(self.segment(result)),
                 severity=severity,
                 score=score,
                 title=f"Unusually high {where_en}",
@@ -152,20 +165,16 @@ class ValueAnomaly(Detector):
         if level is None:
             return []
         key = self.segment(result)
-        baseline = self.baselines.get(key)
-        if baseline is None or len(baseline) < self.min_history:
-            self._learn(result, key, level)
+        state = self.segments.get(key) or self._new(key)
+        if len(state.baseline) < self.min_history:
+            self._learn(result, state, level)
             return []
-        z = baseline.z(level)
-        alerts = [] if result.failing else self._judge(result, key, baseline, level, z, z_to_score(z), now)
-        self._learn(result, key, level, z)
-        chart = self.charts[key]
-        if alerts and chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
-            chart.reset()
+        z = state.baseline.z(level)
+        alerts = [] if result.failing else self._judge(result, state, level, z, z_to_score(z), now)
+        self._learn(result, state, level, z)
+        if alerts and state.chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
+            state.chart.reset()
         return alerts
 
     def reset(self) -> None:
-        self.baselines.clear()
-        self.charts.clear()
-        self.recent.clear()
-        self.held.clear()
+        self.segments.clear()
