@@ -172,7 +172,7 @@ class _Lab:
     __slots__ = ("differences", "high", "low")
 
     def __init__(self, window: int, k: float, h: float) -> None:
-        self.differences = Window(window, width=2)  # each result's difference (log units, after its maker) and its z
+        self.differences = Window(window)  # each result's difference (log units, after its maker)
         self.high, self.low = Cusum(k, h), Cusum(k, h)
 
     def restart(self) -> None:
@@ -223,7 +223,7 @@ class LabBias(Detector):
         if fit is not None and fit.judged >= self.min_labs:
             difference = level - fit.level - fit.makers.get(maker_id, 0.0)
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
-            lab.differences.append(result, difference, z)
+            lab.differences.append(result, difference)
             signal = lab.high.update(z) | lab.low.update(-z)
         segment.add(result.lab_id, maker_id, level, self.segment_window)
         if segment.since_fit >= self.refit_every and len(segment.levels) >= self.min_labs * self.min_results:

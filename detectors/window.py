@@ -136,16 +136,15 @@ class Window:
         return out
 
     def __getstate__(self) -> dict:
-        records = [list(_RECORD.unpack_from(self._records, offset)) for offset in range(0, len(self._records), _RECORD.size)]
-        for record in records:
-            record[2] = (_PLACES[record[2] >> 1], record[2] & 1)  # by name: codes are this process's
-        state = {name: getattr(self, name) for name in self.__slots__ if name != "_records"}
-        return {**state, "records": records}
+        codes = {place >> 1 for _, _, place in _RECORD.iter_unpack(self._records)}
+        state = {name: getattr(self, name) for name in self.__slots__}
+        return {**state, "places": {code: _PLACES[code] for code in codes}}  # by name: codes are this process's
 
     def __setstate__(self, state: dict) -> None:
-        records = state.pop("records")
+        places = state.pop("places")
         for name, value in state.items():
             setattr(self, name, value)
-        self._records = bytearray()
-        for packed, micros, ((city, lab_id), synthetic) in records:
-            self._records += _RECORD.pack(packed, micros, _place_code(city, lab_id) << 1 | synthetic)
+        here = {code: _place_code(city, lab_id) for code, (city, lab_id) in places.items()}
+        for offset in range(0, len(self._records), _RECORD.size):
+            packed, micros, place = _RECORD.unpack_from(self._records, offset)
+            _RECORD.pack_into(self._records, offset, packed, micros, here[place >> 1] << 1 | place & 1)
