@@ -6,6 +6,7 @@ a live worker judge alike, and a pipeline outage does not make every lab look si
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from schemas.results import Alert, LabResult, Severity
 class _Lab:
     last: LabResult
     gaps: deque = field(default_factory=lambda: deque(maxlen=200))  # hours between reports
+    ordered: list[float] = field(default_factory=list)  # the same gaps, sorted: a percentile without sorting each time
     fired_for: datetime | None = None  # the last report of the silence already alerted
     limit: timedelta | None = None  # how long a silence must last to be unusual (cached)
 
@@ -33,16 +35,28 @@ class SilentLab(Detector):
         self.clock: datetime | None = None
 
     def learn_one(self, result: LabResult) -> None:
+        self._learn(result)
+
+    def _learn(self, result: LabResult) -> tuple[bool, bool]:
+        """Learn a result; whether it moved the clock, and whether it changed its lab."""
         lab = self.labs.get(result.lab_id)
+        changed = False
         if lab is None:
             self.labs[result.lab_id] = _Lab(result)
+            changed = True
         elif result.published_at > lab.last.published_at:
             if result.report_id != lab.last.report_id:
-                lab.gaps.append((result.published_at - lab.last.published_at).total_seconds() / 3600)
+                if len(lab.gaps) == lab.gaps.maxlen:
+                    del lab.ordered[bisect.bisect_left(lab.ordered, lab.gaps[0])]
+                gap = (result.published_at - lab.last.published_at).total_seconds() / 3600
+                lab.gaps.append(gap)
+                bisect.insort(lab.ordered, gap)
                 lab.limit = self.threshold(lab)
-            lab.last = result
+            lab.last, changed = result, True
         if self.clock is None or result.published_at > self.clock:
             self.clock = result.published_at
+            return True, changed
+        return False, changed
 
     def score_one(self, result: LabResult) -> float:
         return 0.0  # a result is the opposite of silence
@@ -51,55 +65,57 @@ class SilentLab(Detector):
         return []
 
     def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
-        self.learn_one(result)  # every result moves the event clock: judge the silences now
-        return self.flush(now)
+        """Judge the silences the result may have changed: every lab's when it moved the clock, else its own lab's."""
+        moved, changed = self._learn(result)
+        if moved:
+            return self.flush(now)
+        alert = self._judge(result.lab_id, self.labs[result.lab_id], now) if changed else None
+        return [alert] if alert else []
 
     def threshold(self, lab: _Lab) -> timedelta | None:
         """How long a silence must last to be unusual for this lab."""
-        if len(lab.gaps) < self.min_gaps:
+        if len(lab.ordered) < self.min_gaps:
             return None
-        gaps = sorted(lab.gaps)
-        p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))]
+        p99 = lab.ordered[min(len(lab.ordered) - 1, int(0.99 * len(lab.ordered)))]
         return max(self.min_silence, timedelta(hours=self.factor * p99))
 
     def flush(self, now: datetime) -> list[Alert]:
         if self.clock is None:
             return []
-        alerts = []
-        for lab_id, lab in self.labs.items():
-            limit = lab.limit
-            silence = self.clock - lab.last.published_at
-            if limit is None or silence <= limit or lab.fired_for == lab.last.published_at:
-                continue
-            lab.fired_for = lab.last.published_at
-            usual = statistics.median(lab.gaps)
-            hours = silence.total_seconds() / 3600
-            city = lab.last.city
-            alerts.append(
-                firing(
-                    self.name,
-                    lab_id,
-                    severity=Severity.NOT_SERIOUS,
-                    score=min(1.0, silence / (2 * limit)),
-                    title=f"Lab {lab_id} ({city_name(city)}) has gone silent",
-                    title_zh=f"检验机构{lab_id}({city_name(city, 'zh')})已停止报送数据",
-                    explanation=(
-                        f"Lab {lab_id} ({lab.last.lab_name}) has published nothing for {hours:.1f} hours (up to the latest report "
-                        f"from any lab); it usually publishes every {usual:.2f} hours, and a silence over {limit.total_seconds() / 3600:.1f} "
-                        "hours is unusual for it. Its results are missing from every other detector meanwhile."
-                    ),
-                    explanation_zh=(
-                        f"检验机构{lab_id}({lab.last.lab_name})已{hours:.1f}小时未报送结果,通常每{usual:.2f}小时报送一次;"
-                        "期间其他预警模型缺少该机构数据。"
-                    ),
-                    category=lab.last.category,
-                    evidence=[lab.last],
-                    labs=[lab_id],
-                    now=now,
-                )
-            )
-            alerts[-1].last_seen = self.clock  # the silence was observed up to here (event time)
-        return alerts
+        return [alert for lab_id, lab in self.labs.items() if (alert := self._judge(lab_id, lab, now))]
+
+    def _judge(self, lab_id: str, lab: _Lab, now: datetime) -> Alert | None:
+        limit = lab.limit
+        silence = self.clock - lab.last.published_at
+        if limit is None or silence <= limit or lab.fired_for == lab.last.published_at:
+            return None
+        lab.fired_for = lab.last.published_at
+        usual = statistics.median(lab.ordered)
+        hours = silence.total_seconds() / 3600
+        city = lab.last.city
+        alert = firing(
+            self.name,
+            lab_id,
+            severity=Severity.NOT_SERIOUS,
+            score=min(1.0, silence / (2 * limit)),
+            title=f"Lab {lab_id} ({city_name(city)}) has gone silent",
+            title_zh=f"检验机构{lab_id}({city_name(city, 'zh')})已停止报送数据",
+            explanation=(
+                f"Lab {lab_id} ({lab.last.lab_name}) has published nothing for {hours:.1f} hours (up to the latest report "
+                f"from any lab); it usually publishes every {usual:.2f} hours, and a silence over {limit.total_seconds() / 3600:.1f} "
+                "hours is unusual for it. Its results are missing from every other detector meanwhile."
+            ),
+            explanation_zh=(
+                f"检验机构{lab_id}({lab.last.lab_name})已{hours:.1f}小时未报送结果,通常每{usual:.2f}小时报送一次;"
+                "期间其他预警模型缺少该机构数据。"
+            ),
+            category=lab.last.category,
+            evidence=[lab.last],
+            labs=[lab_id],
+            now=now,
+        )
+        alert.last_seen = self.clock  # the silence was observed up to here (event time)
+        return alert
 
     def reset(self) -> None:
         self.labs.clear()

@@ -371,6 +371,30 @@ def test_silent_lab_fires_once_when_a_lab_stops_far_beyond_its_cadence():
     assert alerts[0].last_seen > alerts[0].first_seen
 
 
+def test_silent_lab_judging_only_what_a_result_changed_alerts_as_judging_every_lab_each_time():
+    """process_one judges every lab when the clock moves and only the result's own lab otherwise."""
+    rng = random.Random(12)
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI"]
+    stream, hours = [], 0.0
+    for n in range(1500):
+        hours += rng.expovariate(4.0)
+        lab = rng.choice(labs[:2] if 600 < n < 800 else labs[:4] if 1000 < n < 1200 else labs)  # two silences
+        late = rng.random() < 0.1  # a report published behind the clock: the clock stays, its lab changes
+        at = hours - (rng.uniform(0.5, 3.0) if late else 0.0)
+        for item in range(rng.randint(1, 4)):  # the results of one report share its publication time
+            stream.append(
+                result(n, 0.05, hours=at, test_item=["lead", "cadmium", "inorganic_arsenic", "total_mercury"][item],
+                       lab_id=lab, sample_id=f"S{n}", report_id=f"R{n}")
+            )  # fmt: skip
+    judged_each_time, everyone = SilentLab(), SilentLab()
+    fast, full = [], []
+    for r in stream:
+        fast += [(a.signal, a.last_seen, a.explanation) for a in judged_each_time.process_one(r, T0)]
+        everyone.learn_one(r)
+        full += [(a.signal, a.last_seen, a.explanation) for a in everyone.flush(T0)]
+    assert len(fast) >= 2 and fast == full
+
+
 def test_multivariate_flags_an_odd_combination_below_the_limits():
     rng = random.Random(9)
     items = ["lead", "cadmium", "inorganic_arsenic"]
