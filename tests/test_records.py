@@ -1,11 +1,14 @@
 """The Faust records and the alert type speak exactly the JSON Schema contracts."""
 
+import random
+import uuid
+
 import jsonschema
 import orjson
 
 from detectors.limit_exceedance import LimitExceedance
 from schemas.records import AlertRecord, LabReport
-from schemas.results import Alert
+from schemas.results import _NAMESPACE, Alert, alert_id_for, name_uuid, result_id_for
 from schemas.validation import load_schema, validate_report
 from tests.conftest import EXAMPLE_NOW
 
@@ -28,3 +31,16 @@ def test_alerts_validate_against_the_alert_schema_and_load_as_records(report):
     record = AlertRecord.from_data(wire)
     assert (record.alert_id, record.severity, record.evidence) == (alert.alert_id, "potentially_serious", [result.result_id])
     assert Alert.from_wire(wire).to_wire() == wire
+
+
+def test_result_and_alert_ids_are_the_standard_name_based_uuids_of_their_names():
+    rng = random.Random(4)
+    names = [
+        "",
+        "ZBQI",
+        "济南市食品药品检验研究院\x1fS-1\x1fcadmium",
+        *("".join(rng.choices("ab-_\x1f7é漢", k=rng.randint(1, 60))) for _ in range(2000)),
+    ]
+    assert all(name_uuid(name) == str(uuid.uuid5(_NAMESPACE, name)) for name in names)
+    assert result_id_for("ZBQI", "S-1", "lead") == str(uuid.uuid5(_NAMESPACE, "result\x1fZBQI\x1fS-1\x1flead"))
+    assert alert_id_for("value_anomaly", "x") == str(uuid.uuid5(_NAMESPACE, "alert\x1fvalue_anomaly\x1fx"))
