@@ -3,8 +3,9 @@
 scikit-learn's ``IsolationForest.score_samples`` walks its trees one by one through joblib:
 ~1.7 ms a call whatever the number of samples, which a stream scoring a few samples per category
 and batch pays again and again. ``CompiledForest`` copies the fitted trees into flat numpy
-arrays once per fit and walks all trees for all samples together, level by level; the scores
-are scikit-learn's (a test holds them equal). ``fit_forest`` is a plain function of arrays, so
+arrays once per fit and walks all trees for all samples together, level by level: every sample
+reaches the leaf scikit-learn's trees send it to, and scores are scikit-learn's to float32's
+precision (tests hold both). ``fit_forest`` is a plain function of arrays, so
 it can run in another process. scikit-learn is imported by the fit alone: a worker whose fits run
 in a process pool never loads it (~100 MB of its memory).
 
