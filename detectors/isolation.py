@@ -45,11 +45,11 @@ def _float32_at_most(values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class CompiledForest:
-    """Trees as flat arrays, 6 bytes a node (a worker holds a forest per category).
+    """Trees as flat arrays, 8 bytes a node (a worker holds a forest per category).
 
     scikit-learn grows trees depth first, so an inner node's left child is the next node; its
-    right child is stored as an offset from it, which holds in 16 bits (a tree of 256 samples
-    has at most 511 nodes) and needs no rebasing when trees are dropped or joined.
+    right child is stored as an offset from it, which holds in 16 bits (a tree of the default
+    256 samples has at most 511 nodes) and needs no rebasing when trees are dropped or joined.
     """
 
     feature: np.ndarray  # int16 per node: the column of X it splits on (-1 at leaves)
@@ -76,6 +76,8 @@ class CompiledForest:
             nodes = np.arange(t.node_count)
             if not np.array_equal(t.children_left[~leaf], nodes[~leaf] + 1):
                 raise ValueError("expected a tree grown depth first (each left child right after its parent)")
+            if t.node_count > np.iinfo(np.uint16).max:
+                raise ValueError(f"a tree of {t.node_count} nodes: right children would not fit 16-bit offsets (max_samples too large)")
             roots.append(offset)
             features.append(np.where(leaf, -1, np.asarray(columns)[np.maximum(t.feature, 0)]))
             depths = (t.compute_node_depths() - 1.0 + average_path_length(t.n_node_samples)) / subsample
