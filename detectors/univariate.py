@@ -97,11 +97,13 @@ class RobustBaseline:
         return len(self._recent)
 
     def learn_one(self, x: float) -> None:
+        full = len(self._recent) == self.window
+        if full:  # the oldest leaves first, so that a full window's arrays never grow again
+            del self._sorted[bisect.bisect_left(self._sorted, self._recent.pop(0))]
         self._recent.append(x)
         bisect.insort(self._sorted, x)
-        if len(self._recent) > self.window:
-            old = self._recent.pop(0)
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        if not full and len(self._recent) == self.window:  # just filled: copies without the spare room growing left
+            self._recent, self._sorted = array("d", self._recent), array("d", self._sorted)
         self._median = self._scale = None
 
     @property

@@ -6,6 +6,8 @@ import dataclasses
 import math
 import multiprocessing
 import random
+import sys
+from array import array
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -76,6 +78,20 @@ def test_robust_baseline_ignores_an_outlier_and_forgets_old_values():
         baseline.learn_one(x)
     assert baseline.median == 5.0 and baseline.scale == 0.01  # floored: identical values
     assert baseline.score_one(5.0) == 0.0 < baseline.score_one(5.02) < baseline.score_one(6.0) <= 1.0
+
+
+def test_a_full_robust_baseline_keeps_its_last_values_in_arrays_that_never_grow_again():
+    rng = random.Random(2)
+    baseline, values = RobustBaseline(window=60), []
+    sizes = set()
+    for n in range(500):
+        x = rng.choice([rng.gauss(0, 1), 0.5])  # ties too: the value leaving and the one arriving may be equal
+        baseline.learn_one(x)
+        values = (values + [x])[-60:]
+        assert list(baseline._recent) == values and list(baseline._sorted) == sorted(values)
+        if n >= 59:
+            sizes.add((sys.getsizeof(baseline._recent), sys.getsizeof(baseline._sorted)))
+    assert sizes == {(sys.getsizeof(array("d", values)),) * 2}, "full: exactly the window's size, however often it turns over"
 
 
 def test_z_to_score_is_a_probability_scale():
