@@ -14,7 +14,7 @@ import struct
 from array import array
 from datetime import UTC, datetime, timedelta
 
-from schemas.results import LabResult
+from schemas.results import LabResult, uuid_text
 
 _RECORD = struct.Struct("<16sqI")  # id, sampled_at in µs since the epoch, place code << 1 | synthetic
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,11 +41,6 @@ def _pack_id(result_id: str) -> bytes | None:
     except ValueError:
         return None
     return packed if len(packed) == 16 and packed.hex() == compact else None
-
-
-def _unpack_id(packed: bytes) -> str:
-    text = packed.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class Evidence:
@@ -132,7 +127,7 @@ class Window:
             absolute = self._added - count + (slot - self._oldest) % count
             odd = self._odd_ids.get(absolute) if self._odd_ids else None
             city, lab_id = _PLACES[place >> 1]
-            out.append(Evidence(odd or _unpack_id(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, bool(place & 1)))
+            out.append(Evidence(odd or uuid_text(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, bool(place & 1)))
         return out
 
     def __getstate__(self) -> dict:

@@ -27,7 +27,12 @@ def name_uuid(name: str) -> str:
     digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = digest.hex()
+    return uuid_text(digest)
+
+
+def uuid_text(packed: bytes | bytearray) -> str:
+    """A UUID's 16 bytes in its canonical text form, as ``str(uuid.UUID(bytes=packed))`` writes it."""
+    text = packed.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
