@@ -32,7 +32,7 @@ import numpy as np
 
 from detectors.base import Detector, firing, log_level, segment_text
 from detectors.univariate import Cusum, fstdev
-from detectors.window import Window
+from detectors.window import CodeTable, Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -118,30 +118,13 @@ def fit_labs_and_makers(
     )
 
 
-class _Names:
-    """A table of names, each numbered once: a window of results then holds 4-byte codes, not 8-byte pointers."""
-
-    __slots__ = ("names", "codes")
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.codes: dict[str, int] = {}
-
-    def code(self, name: str) -> int:
-        code = self.codes.get(name)
-        if code is None:
-            code = self.codes[name] = len(self.names)
-            self.names.append(name)
-        return code
-
-
 class _Segment:
     """One category × item: its last results' labs, makers and levels (a ring), and its latest fit."""
 
     __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "oldest", "since_fit", "fit", "by_lab")
 
     def __init__(self) -> None:
-        self.lab_names, self.maker_names = _Names(), _Names()
+        self.lab_names, self.maker_names = CodeTable(), CodeTable()
         self.labs, self.makers = array("i"), array("i")  # codes into the tables above
         self.levels = array("d")
         self.oldest = 0

@@ -12,23 +12,33 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 
 from schemas.results import LabResult, uuid_text
 
 _RECORD = struct.Struct("<16sqI")  # id, sampled_at in µs since the epoch, place code << 1 | synthetic
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PLACE_CODES: dict[tuple[str, str], int] = {}  # (city, lab) → its code, for every window of the process
-_PLACES: list[tuple[str, str]] = []  # code → (city, lab)
 
 
-def _place_code(city: str, lab_id: str) -> int:
-    pair = (city, lab_id)
-    code = _PLACE_CODES.get(pair)
-    if code is None:
-        code = _PLACE_CODES[pair] = len(_PLACES)
-        _PLACES.append(pair)
-    return code
+class CodeTable:
+    """Names numbered once each, so that columns hold small integer codes instead of 8-byte pointers."""
+
+    __slots__ = ("names", "codes")
+
+    def __init__(self) -> None:
+        self.names: list[Hashable] = []  # code → name
+        self.codes: dict[Hashable, int] = {}  # name → code
+
+    def code(self, name: Hashable) -> int:
+        code = self.codes.get(name)
+        if code is None:
+            code = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+
+_PLACES = CodeTable()  # (city, lab) pairs, for every window of the process
 
 
 def _pack_id(result_id: str) -> bytes | None:
@@ -86,7 +96,7 @@ class Window:
         self._added += 1
         at = result.sampled_at - _EPOCH
         micros = (at.days * 86400 + at.seconds) * 1_000_000 + at.microseconds
-        place = _place_code(result.city, result.lab_id) << 1 | result.synthetic
+        place = _PLACES.code((result.city, result.lab_id)) << 1 | result.synthetic
         count = len(self._records) // _RECORD.size
         if count < self.maxlen:
             self._records += _RECORD.pack(packed, micros, place)
@@ -126,20 +136,20 @@ class Window:
             packed, micros, place = _RECORD.unpack_from(self._records, slot * _RECORD.size)
             absolute = self._added - count + (slot - self._oldest) % count
             odd = self._odd_ids.get(absolute) if self._odd_ids else None
-            city, lab_id = _PLACES[place >> 1]
+            city, lab_id = _PLACES.names[place >> 1]
             out.append(Evidence(odd or uuid_text(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, bool(place & 1)))
         return out
 
     def __getstate__(self) -> dict:
         codes = {place >> 1 for _, _, place in _RECORD.iter_unpack(self._records)}
         state = {name: getattr(self, name) for name in self.__slots__}
-        return {**state, "places": {code: _PLACES[code] for code in codes}}  # by name: codes are this process's
+        return {**state, "places": {code: _PLACES.names[code] for code in codes}}  # by name: codes are this process's
 
     def __setstate__(self, state: dict) -> None:
         places = state.pop("places")
         for name, value in state.items():
             setattr(self, name, value)
-        here = {code: _place_code(city, lab_id) for code, (city, lab_id) in places.items()}
+        here = {code: _PLACES.code(place) for code, place in places.items()}
         for offset in range(0, len(self._records), _RECORD.size):
             packed, micros, place = _RECORD.unpack_from(self._records, offset)
             _RECORD.pack_into(self._records, offset, packed, micros, here[place >> 1] << 1 | place & 1)

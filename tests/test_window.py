@@ -68,8 +68,9 @@ def test_a_pickled_window_names_its_places_so_another_process_reads_them_right(m
         window.append(dataclasses.replace(result(n), city=city, lab_id=lab), float(n))
     payload = pickle.dumps(window)
     # another process numbers its places in its own order: here, a fresh table with others first
-    monkeypatch.setattr(window_module, "_PLACE_CODES", {("taian", "TAQI"): 0, ("jinan", "JNQI"): 1})
-    monkeypatch.setattr(window_module, "_PLACES", [("taian", "TAQI"), ("jinan", "JNQI")])
+    elsewhere = window_module.CodeTable()
+    elsewhere.code(("taian", "TAQI")), elsewhere.code(("jinan", "JNQI"))
+    monkeypatch.setattr(window_module, "_PLACES", elsewhere)
     copy = pickle.loads(payload)
     assert [(e.city, e.lab_id) for e in copy.evidence()] == [("zibo", "ZBQI"), ("jinan", "JNQI"), ("zibo", "ZBQI")]
     assert [e.result_id for e in copy.evidence()] == [result(n).result_id for n in range(3)] and copy.column() == [0.0, 1.0, 2.0]
