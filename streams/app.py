@@ -28,6 +28,7 @@ from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
 from streams.dead_letter import dead_letter
+from streams.fetch_wait import App
 from streams.paging import Pager
 from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results, partition_for
 from streams.settings import Settings
@@ -71,7 +72,7 @@ class ClickHouseWorkerThread:
 def create_app(settings: Settings) -> faust.App:
     faust_dir = settings.data_dir / "faust"  # Faust's own files; not "{app id}-data" in the working directory
     faust_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = App(
         settings.consumer_group,
         broker=settings.faust_broker_url,
         broker_credentials=settings.faust_credentials(),
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=max(4_194_304, settings.max_message_bytes * 2),
         logging_config=None,
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     reports = app.topic(settings.reports_topic, **raw)
     results = app.topic(settings.results_topic, **raw)

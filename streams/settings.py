@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     consumer_group: str = Field("riskwatch", description="Consumer group (Faust app id) of the workers")
     session_timeout_seconds: float = Field(10.0, gt=0, description="Kafka consumer session timeout")
     commit_interval_seconds: float = Field(1.0, gt=0, description="How often processed offsets are committed")
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=1500,
+        description="Longest a Kafka fetch waits for data (Faust fixes 1,500 ms, which on tansu delays what arrives meanwhile)",
+    )
     max_message_bytes: int = Field(1_048_576, ge=1024, description="Largest message accepted (one lab report, or a batch of them)")
     kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)")
