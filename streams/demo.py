@@ -31,7 +31,12 @@ _SEVERITY_STYLE = {"serious": "bold red", "potentially_serious": "yellow", "not_
 
 
 async def _print_alerts(settings: Settings, console: Console, stop: asyncio.Event, seen: set[str]) -> None:
-    consumer = AIOKafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.alerts_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,  # as the worker's: alerts show as they land
+    )
     await consumer.start()
     try:
         while not stop.is_set():
