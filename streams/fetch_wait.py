@@ -6,7 +6,8 @@ local broker, often lets data that arrives during the wait wait with it. A bare 
 tansu, one message published each 50 ms over 8 partitions: from publication to receipt median 394
 ms and p99 740 ms with a 1,500 ms wait, 15 and 38 ms with 100 ms. These subclasses hand the
 consumer ``Settings.fetch_max_wait_ms`` instead; nothing else of Faust changes.
-A shorter wait costs an empty fetch per wait while a topic is idle.
+A shorter wait costs an empty fetch per wait while the topics are idle: an idle worker and tansu
+took 1.7 % and 2.1 % of a core at 100 ms, 0.7 % and 0.2 % at 1,500 ms.
 """
 
 from __future__ import annotations
