@@ -213,17 +213,16 @@ def trend_test(values: list[float]) -> Trend:
     Untied series of up to 33 values (every drift window) get scipy's exact p-value computed here;
     others go through ``scipy.stats.kendalltau`` (a test holds the two equal)."""
     n = len(values)
-    y = np.asarray(values, dtype=float)
+    y, order = np.asarray(values, dtype=float), np.arange(n, dtype=float)
     if 2 < n <= 33 and np.unique(y).size == n:
         s = kendall_s(y)
         pairs = n * (n - 1) // 2
         tau = min(1.0, max(-1.0, s / math.sqrt(pairs) / math.sqrt(pairs)))  # tau-b as scipy computes it, to the last bit
         p_two_sided = _kendall_exact_p(n, (pairs + s) // 2)
     else:
-        tau, p_two_sided = stats.kendalltau(np.arange(n, dtype=float), values)
+        tau, p_two_sided = stats.kendalltau(order, values)
         if math.isnan(tau):  # all values equal
             return Trend(0.0, 1.0, 0.0, values[-1] if values else math.nan)
-    order = np.arange(n, dtype=float)
     later, earlier = np.triu_indices(n, 1)[::-1]
     slope = float(np.median((y[later] - y[earlier]) / (later - earlier)))  # Theil-Sen, as scipy.stats.theilslopes
     intercept = float(np.median(y)) - slope * float(np.median(order))
