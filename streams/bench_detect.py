@@ -10,7 +10,12 @@ labels every value an incident changed, which is the ground truth:
 - precision: alerts of a detector whose evidence holds any labelled result (for limit
   exceedance, every alert is a failing result, hence true);
 - false alerts per 10,000 clean results: alerts other than limit exceedance on the clean
-  stream, where nothing happened;
+  stream, where nothing was injected;
+- alerts about risky makers: the simulator draws every maker's products at its own quality
+  factor, and about 1 maker in 20 is sloppy enough (``RISKY_QUALITY``) to fail several times as
+  often as its trade, everywhere, all the time. An alert whose evidence comes at least half from
+  such makers reports that standing risk: it is counted as true for precision and not as false
+  on the clean stream, and shown in a column of its own;
 - detection delay: labelled results of the incident up to the one that fired (results), and
   event time from the first labelled result, or the start of a silence, to the firing (hours).
 """
@@ -136,8 +141,9 @@ class DetectorScore:
     incidents: int = 0
     detected: int = 0
     alerts: int = 0
-    true_alerts: int = 0
-    clean_alerts: int = 0
+    true_alerts: int = 0  # incidents' and risky makers'
+    clean_alerts: int = 0  # false ones: neither an incident's nor a risky maker's
+    risky_maker_alerts: int = 0  # in both streams
     delays_results: list[int] = field(default_factory=list)
     delays_hours: list[float] = field(default_factory=list)
 
@@ -164,6 +170,12 @@ def _match(alert: Alert, incident: Incident, number: int, labels: dict[str, int]
         start, end = simulator.silences.get(number, (None, None))
         return start is not None and incident.lab in alert.labs and start - timedelta(hours=1) <= alert.last_seen <= end + timedelta(days=1)
     return any(labels.get(rid) == number for rid in alert.evidence)
+
+
+def about_risky_makers(alert: Alert, results: dict[str, LabResult], risky: set[str]) -> bool:
+    """Whether at least half of the alert's evidence is results of makers the simulator made sloppy."""
+    makers = [results[rid].manufacturer_uscc for rid in alert.evidence if rid in results]
+    return bool(makers) and 2 * sum(1 for uscc in makers if uscc in risky) >= len(makers)
 
 
 def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
@@ -204,12 +216,24 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
             return True  # every such alert is a failing result
         return any(rid in labels for rid in alert.evidence) or any(_match(alert, i, n, labels, simulator) for n, i in silences)
 
+    incident_by_id, clean_by_id = {r.result_id: r for r in incident_results}, {r.result_id: r for r in clean_results}
+    risky = {m.uscc for m in simulator.manufacturers if m.risky}
+    clean_risky = {m.uscc for m in clean_sim.manufacturers if m.risky}
     for name, alerts in by_detector.items():
         score = scores.setdefault(name, DetectorScore(name))
         score.alerts = len(alerts)
-        score.true_alerts = sum(1 for a in alerts if is_true(a))
+        for alert in alerts:
+            if is_true(alert):
+                score.true_alerts += 1
+            elif about_risky_makers(alert, incident_by_id, risky):
+                score.true_alerts += 1
+                score.risky_maker_alerts += 1
     for alert in clean.last_versions.values():
-        if alert.detector != "limit_exceedance":
+        if alert.detector == "limit_exceedance":
+            continue
+        if about_risky_makers(alert, clean_by_id, clean_risky):
+            scores[alert.detector].risky_maker_alerts += 1
+        else:
             scores[alert.detector].clean_alerts += 1
     failing = [r for r in incident_results if r.failing]
     limit = scores["limit_exceedance"]
@@ -244,6 +268,7 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
         overall.alerts += score.alerts
         overall.true_alerts += score.true_alerts
         overall.clean_alerts += score.clean_alerts
+        overall.risky_maker_alerts += score.risky_maker_alerts
         overall.delays_results += score.delays_results
         overall.delays_hours += score.delays_hours
     seconds = run.seconds + clean.seconds

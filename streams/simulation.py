@@ -166,6 +166,17 @@ class Manufacturer:
     trade: str
     quality: float  # multiplies value draws; > 1 is a sloppier maker
 
+    @property
+    def risky(self) -> bool:
+        """Its products are drawn at ≥ ``RISKY_QUALITY`` × the typical level: a standing risk, not noise."""
+        return self.quality >= RISKY_QUALITY
+
+
+# Makers' quality factors are log-normal (σ 0.25), so about 1 maker in 20 reaches 1.5×: its
+# products fail several times as often as its trade's on every item, in every city it sells in,
+# all the time. An alert about such a maker is the manufacturer detector doing its job.
+RISKY_QUALITY = 1.5
+
 
 _NAME_CORES = ("鲁丰", "泉城", "齐鲁", "金穗", "华康", "信诚", "恒源", "瑞禾", "宏达", "泰山", "黄河", "惠民", "福瑞", "嘉和", "润生", "鑫源")
 # The trade in a maker's name, by the second level of the category path.

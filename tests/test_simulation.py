@@ -2,7 +2,10 @@ from datetime import UTC, datetime
 
 import orjson
 
+from detectors.base import firing
+from schemas.results import Severity
 from schemas.validation import validate_report
+from streams.bench_detect import about_risky_makers
 from streams.simulation import DEFAULT_INCIDENTS, Incident, Simulator, uscc_check_character
 
 
@@ -54,3 +57,36 @@ def test_a_silent_lab_sends_nothing_during_its_incident():
     labs = [sim.next_report()["lab"]["id"] for _ in range(silent.start + silent.length)]
     assert silent.lab not in labs[silent.start :]
     assert silent.lab in labs[: silent.start]
+
+
+def test_about_one_maker_in_twenty_is_risky_and_its_products_fail_several_times_as_often():
+    sim = Simulator(seed=7, incidents=())
+    risky = {m.uscc for m in sim.manufacturers if m.risky}
+    assert 0.01 <= len(risky) / len(sim.manufacturers) <= 0.12
+    tested = {True: 0, False: 0}
+    failed = {True: 0, False: 0}
+    for _ in range(6000):
+        report = sim.next_report()
+        maker_is_risky = report["manufacturer"]["uscc"] in risky
+        for item in report["items"]:
+            tested[maker_is_risky] += 1
+            failed[maker_is_risky] += item["verdict"] == "fail"
+    assert failed[True] / tested[True] >= 3 * failed[False] / tested[False]
+
+
+def test_the_bench_counts_an_alert_as_about_risky_makers_when_half_its_evidence_is_theirs():
+    sim = Simulator(seed=7, incidents=(), start=datetime(2024, 1, 1, tzinfo=UTC))
+    results = [r for _ in range(300) for r in validate_report(orjson.dumps(sim.next_report())).results]
+    risky = {m.uscc for m in sim.manufacturers if m.risky}
+    theirs = [r for r in results if r.manufacturer_uscc in risky][:4]
+    others = [r for r in results if r.manufacturer_uscc not in risky][:4]
+    by_id = {r.result_id: r for r in results}
+
+    def alert(evidence):
+        return firing("manufacturer", "x", severity=Severity.NOT_SERIOUS, score=0.5, title="", title_zh="", explanation="",
+                      explanation_zh="", category=evidence[0].category, evidence=evidence, now=evidence[-1].published_at)  # fmt: skip
+
+    assert about_risky_makers(alert(theirs[:2] + others[:2]), by_id, risky)
+    assert not about_risky_makers(alert(theirs[:1] + others[:3]), by_id, risky)
+    assert not about_risky_makers(alert(others), by_id, risky)
+    assert not about_risky_makers(alert(theirs), by_id, set())
