@@ -133,6 +133,12 @@ class FittedForest:
     reference_isolation: float  # the reference's isolation at the chosen quantile
 
 
+def load_fitting() -> None:
+    """Import what a fit needs: a fit process readied with it does not pay the import (and its own
+    start) inside the first fit, which a batch waits for."""
+    from sklearn.ensemble import IsolationForest  # noqa: F401
+
+
 def fit_forest(
     matrix: np.ndarray, quantile: float, n_estimators: int = 50, seed: int = 0, kept: CompiledForest | None = None
 ) -> FittedForest:

@@ -24,6 +24,7 @@ import faust
 import orjson
 from faust.types import TP
 
+from detectors.isolation import load_fitting
 from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
@@ -126,6 +127,12 @@ def create_app(settings: Settings) -> faust.App:
         """Agents' source topics are declared by Faust; these two are only written to."""
         for topic in (dead_letters, alerts):
             await topic.maybe_declare()
+
+    @app.task
+    async def _ready_fit_process() -> None:
+        """Start the fit process and load scikit-learn in it now (~1 s), not inside the first batch that refits."""
+        if fits is not None:
+            await asyncio.wrap_future(fits.submit(load_fitting))
 
     @app.on_partitions_revoked.connect
     async def _revoked(_app: faust.App, revoked: set, **_: Any) -> None:

@@ -17,6 +17,7 @@ Figures, not assertions: the machine is shared, so (c) is judged against (a) mea
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -164,6 +165,21 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's children and theirs (the worker's fit process, multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *child_pids(int(child))]
+    return found
+
+
 def _worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[str, str]:
     return {
         "RISKWATCH_KAFKA_BOOTSTRAP": bootstrap, "RISKWATCH_REPORTS_TOPIC": topic, "RISKWATCH_RESULTS_TOPIC": f"{topic}.results",
@@ -173,7 +189,10 @@ def _worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[st
     }  # fmt: skip
 
 
-async def _until_processed(worker: WorkerProcess, items: int, name: str, reports: int) -> Figures:
+async def _until_processed(worker: WorkerProcess, items: int, name: str, reports: int, broker_pid: int) -> Figures:
+    """Wait for the worker to finish ``items`` results; note its peak RSS and where the CPU went meanwhile."""
+    processes = {"worker": [worker.process.pid], "fit_process": child_pids(worker.process.pid), "broker": [broker_pid]}
+    cpu_before = {process: sum(map(cpu_seconds, pids)) for process, pids in processes.items()}
     started = time.perf_counter()
     while True:
         try:
@@ -184,16 +203,20 @@ async def _until_processed(worker: WorkerProcess, items: int, name: str, reports
         await asyncio.sleep(0.2)
     figures = Figures(name, reports, items, time.perf_counter() - started)
     figures.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+    for process, pids in processes.items():  # share of one core: 100 is a core busy all along
+        figures.extra[f"cpu_{process}_pct"] = round(100 * (sum(map(cpu_seconds, pids)) - cpu_before[process]) / figures.seconds)
     return figures
 
 
-async def full_worker(bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float) -> tuple[Figures, Figures]:
+async def full_worker(
+    bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float, broker_pid: int
+) -> tuple[Figures, Figures]:
     """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
     worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "worker"), workdir / "worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=120)
-        throughput = await _until_processed(worker, items, "c. full worker (ingest, 9 detectors, ClickHouse)", len(messages))
+        throughput = await _until_processed(worker, items, "c. full worker (ingest, 9 detectors, ClickHouse)", len(messages), broker_pid)
         # (d) fixed offered rate: fresh reports, then the worker's own latency histogram (this run's part)
         before = await asyncio.to_thread(worker.metrics)
         buckets_before = await asyncio.to_thread(_latency_buckets, worker.metrics_url)
@@ -211,13 +234,15 @@ async def full_worker(bootstrap: str, topic: str, messages: list, items: int, wo
         worker.stop()
 
 
-async def full_worker_on_batches(bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int) -> Figures:
+async def full_worker_on_batches(
+    bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int
+) -> Figures:
     """(e) the whole worker on the same reports carried ``batch`` to a message."""
     worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "batch-worker"), workdir / "batch-worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=120)
-        return await _until_processed(worker, items, f"e. full worker, {batch} reports per message", reports)
+        return await _until_processed(worker, items, f"e. full worker, {batch} reports per message", reports, broker_pid)
     finally:
         worker.stop()
 
@@ -264,14 +289,14 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         progress("(b) Faust no-op agent")
         noop = await asyncio.to_thread(faust_noop, broker.bootstrap, topic, len(messages), workdir)
         progress("(c) full worker, then (d) latency at a fixed rate")
-        full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate)
+        full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate, broker.process.pid)
         batched = [(key, value) for key, value, _ in batch_messages([(k, v, b"") for k, v in messages], Batching(batch))]
         batch_topic = "bench.batches"
         await create_topic(broker.bootstrap, batch_topic, partitions)
         progress(f"the same reports in {len(batched):,} batch messages; (a2) bare aiokafka, (e) full worker")
         await produce(broker.bootstrap, batch_topic, batched)
         bare_batches = await bare_consumer(broker.bootstrap, batch_topic, len(messages), f"a2. bare aiokafka, {batch} reports per message")
-        on_batches = await full_worker_on_batches(broker.bootstrap, batch_topic, len(messages), items, workdir, batch)
+        on_batches = await full_worker_on_batches(broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid)
         return [bare, noop, full, latency, bare_batches, on_batches]
     finally:
         broker.stop()
