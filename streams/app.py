@@ -111,8 +111,9 @@ def create_app(settings: Settings) -> faust.App:
     async def processor() -> Processor:
         if not processors:
             store = await _retrying("open ClickHouse", settings, clickhouse.opened)
-            suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
-            processors.append(Processor(store, suite, timedelta(days=settings.warmup_days), settings.warmup_max_results))
+            if not processors:  # another caller (a task, the other agent) may have built it meanwhile
+                suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
+                processors.append(Processor(store, suite, timedelta(days=settings.warmup_days), settings.warmup_max_results))
         return processors[0]
 
     @app.on_before_shutdown.connect
@@ -133,6 +134,11 @@ def create_app(settings: Settings) -> faust.App:
         """Start the fit process and load scikit-learn in it now (~1 s), not inside the first batch that refits."""
         if fits is not None:
             await asyncio.wrap_future(fits.submit(load_fitting))
+
+    @app.task
+    async def _open_store() -> None:
+        """Open ClickHouse (chDB loads in ~0.3 s) and build the detectors now, not inside the first batch."""
+        await processor()
 
     @app.on_partitions_revoked.connect
     async def _revoked(_app: faust.App, revoked: set, **_: Any) -> None:
