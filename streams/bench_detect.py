@@ -15,7 +15,8 @@ labels every value an incident changed, which is the ground truth:
   factor, and about 1 maker in 20 is sloppy enough (``RISKY_QUALITY``) to fail several times as
   often as its trade, everywhere, all the time. An alert whose evidence comes at least half from
   such makers reports that standing risk: it is counted as true for precision and not as false
-  on the clean stream, and shown in a column of its own;
+  on the clean stream, and shown in a column of its own. Not for lab bias or a silent lab: those
+  alerts say a lab is wrong, which a sloppy maker does not make true;
 - detection delay: labelled results of the incident up to the one that fired (results), and
   event time from the first labelled result, or the start of a silence, to the firing (hours).
 """
@@ -173,7 +174,10 @@ def _match(alert: Alert, incident: Incident, number: int, labels: dict[str, int]
 
 
 def about_risky_makers(alert: Alert, results: dict[str, LabResult], risky: set[str]) -> bool:
-    """Whether at least half of the alert's evidence is results of makers the simulator made sloppy."""
+    """Whether at least half of the alert's evidence is results of makers the simulator made sloppy
+    (and the alert is about values or failures, not about a lab)."""
+    if alert.detector in ("lab_bias", "silent_lab"):
+        return False
     makers = [results[rid].manufacturer_uscc for rid in alert.evidence if rid in results]
     return bool(makers) and 2 * sum(1 for uscc in makers if uscc in risky) >= len(makers)
 

@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import UTC, datetime
 
 import orjson
@@ -90,3 +91,4 @@ def test_the_bench_counts_an_alert_as_about_risky_makers_when_half_its_evidence_
     assert not about_risky_makers(alert(theirs[:1] + others[:3]), by_id, risky)
     assert not about_risky_makers(alert(others), by_id, risky)
     assert not about_risky_makers(alert(theirs), by_id, set())
+    assert not about_risky_makers(dataclasses.replace(alert(theirs), detector="lab_bias"), by_id, risky), "a lab's alert is about the lab"
