@@ -6,13 +6,11 @@ a live worker judge alike, and a pipeline outage does not make every lab look si
 
 from __future__ import annotations
 
-import bisect
-import statistics
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing
+from detectors.univariate import RobustBaseline
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -20,8 +18,7 @@ from schemas.results import Alert, LabResult, Severity
 @dataclass(slots=True)
 class _Lab:
     last: LabResult
-    gaps: deque = field(default_factory=lambda: deque(maxlen=200))  # hours between reports
-    ordered: list[float] = field(default_factory=list)  # the same gaps, sorted: a percentile without sorting each time
+    gaps: RobustBaseline = field(default_factory=lambda: RobustBaseline(window=200))  # hours between reports, kept sorted too
     fired_for: datetime | None = None  # the last report of the silence already alerted
     limit: timedelta | None = None  # how long a silence must last to be unusual (cached)
 
@@ -46,11 +43,7 @@ class SilentLab(Detector):
             changed = True
         elif result.published_at > lab.last.published_at:
             if result.report_id != lab.last.report_id:
-                if len(lab.gaps) == lab.gaps.maxlen:
-                    del lab.ordered[bisect.bisect_left(lab.ordered, lab.gaps[0])]
-                gap = (result.published_at - lab.last.published_at).total_seconds() / 3600
-                lab.gaps.append(gap)
-                bisect.insort(lab.ordered, gap)
+                lab.gaps.learn_one((result.published_at - lab.last.published_at).total_seconds() / 3600)
                 lab.limit = self.threshold(lab)
             lab.last, changed = result, True
         if self.clock is None or result.published_at > self.clock:
@@ -74,10 +67,9 @@ class SilentLab(Detector):
 
     def threshold(self, lab: _Lab) -> timedelta | None:
         """How long a silence must last to be unusual for this lab."""
-        if len(lab.ordered) < self.min_gaps:
+        if len(lab.gaps) < self.min_gaps:
             return None
-        p99 = lab.ordered[min(len(lab.ordered) - 1, int(0.99 * len(lab.ordered)))]
-        return max(self.min_silence, timedelta(hours=self.factor * p99))
+        return max(self.min_silence, timedelta(hours=self.factor * lab.gaps.quantile(0.99)))
 
     def flush(self, now: datetime) -> list[Alert]:
         if self.clock is None:
@@ -90,7 +82,7 @@ class SilentLab(Detector):
         if limit is None or silence <= limit or lab.fired_for == lab.last.published_at:
             return None
         lab.fired_for = lab.last.published_at
-        usual = statistics.median(lab.ordered)
+        usual = lab.gaps.median
         hours = silence.total_seconds() / 3600
         city = lab.last.city
         alert = firing(

@@ -123,6 +123,11 @@ class RobustBaseline:
             self._scale = max(_MAD_TO_SIGMA * median_absolute_deviation(self._sorted, self.median), self.min_scale)
         return self._scale
 
+    def quantile(self, q: float) -> float:
+        """The window's value at rank ``int(q × n)`` in sorted order (no interpolation; nan for none)."""
+        n = len(self._sorted)
+        return self._sorted[min(n - 1, int(q * n))] if n else math.nan
+
     def z(self, x: float) -> float:
         return (x - self.median) / self.scale
 

@@ -80,6 +80,19 @@ def test_robust_baseline_ignores_an_outlier_and_forgets_old_values():
     assert baseline.score_one(5.0) == 0.0 < baseline.score_one(5.02) < baseline.score_one(6.0) <= 1.0
 
 
+def test_robust_baseline_quantile_is_the_nearest_rank_below_of_its_window():
+    rng = random.Random(5)
+    baseline, values = RobustBaseline(window=200), []
+    assert math.isnan(baseline.quantile(0.99))
+    for _ in range(450):
+        x = rng.expovariate(1.0)
+        baseline.learn_one(x)
+        values = (values + [x])[-200:]
+        ordered = sorted(values)
+        for q in (0.0, 0.5, 0.99, 1.0):
+            assert baseline.quantile(q) == ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def test_a_full_robust_baseline_keeps_its_last_values_in_arrays_that_never_grow_again():
     rng = random.Random(2)
     baseline, values = RobustBaseline(window=60), []
