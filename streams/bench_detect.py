@@ -173,12 +173,12 @@ def _match(alert: Alert, incident: Incident, number: int, labels: dict[str, int]
     return any(labels.get(rid) == number for rid in alert.evidence)
 
 
-def about_risky_makers(alert: Alert, results: dict[str, LabResult], risky: set[str]) -> bool:
-    """Whether at least half of the alert's evidence is results of makers the simulator made sloppy
-    (and the alert is about values or failures, not about a lab)."""
+def about_risky_makers(alert: Alert, run: Run, risky: set[str]) -> bool:
+    """Whether at least half of the alert's evidence is results (of the run's stream) of makers the
+    simulator made sloppy, and the alert is about values or failures, not about a lab."""
     if alert.detector in ("lab_bias", "silent_lab"):
         return False
-    makers = [results[rid].manufacturer_uscc for rid in alert.evidence if rid in results]
+    makers = [run.results[run.position[rid]].manufacturer_uscc for rid in alert.evidence if rid in run.position]
     return bool(makers) and 2 * sum(1 for uscc in makers if uscc in risky) >= len(makers)
 
 
@@ -220,7 +220,6 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
             return True  # every such alert is a failing result
         return any(rid in labels for rid in alert.evidence) or any(_match(alert, i, n, labels, simulator) for n, i in silences)
 
-    incident_by_id, clean_by_id = {r.result_id: r for r in incident_results}, {r.result_id: r for r in clean_results}
     risky = {m.uscc for m in simulator.manufacturers if m.risky}
     clean_risky = {m.uscc for m in clean_sim.manufacturers if m.risky}
     for name, alerts in by_detector.items():
@@ -229,13 +228,13 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
         for alert in alerts:
             if is_true(alert):
                 score.true_alerts += 1
-            elif about_risky_makers(alert, incident_by_id, risky):
+            elif about_risky_makers(alert, run, risky):
                 score.true_alerts += 1
                 score.risky_maker_alerts += 1
     for alert in clean.last_versions.values():
         if alert.detector == "limit_exceedance":
             continue
-        if about_risky_makers(alert, clean_by_id, clean_risky):
+        if about_risky_makers(alert, clean, clean_risky):
             scores[alert.detector].risky_maker_alerts += 1
         else:
             scores[alert.detector].clean_alerts += 1

@@ -6,7 +6,7 @@ import orjson
 from detectors.base import firing
 from schemas.results import Severity
 from schemas.validation import validate_report
-from streams.bench_detect import about_risky_makers
+from streams.bench_detect import Run, about_risky_makers
 from streams.simulation import DEFAULT_INCIDENTS, Incident, Simulator, uscc_check_character
 
 
@@ -81,14 +81,14 @@ def test_the_bench_counts_an_alert_as_about_risky_makers_when_half_its_evidence_
     risky = {m.uscc for m in sim.manufacturers if m.risky}
     theirs = [r for r in results if r.manufacturer_uscc in risky][:4]
     others = [r for r in results if r.manufacturer_uscc not in risky][:4]
-    by_id = {r.result_id: r for r in results}
+    stream = Run(results=results, position={r.result_id: i for i, r in enumerate(results)})
 
     def alert(evidence):
         return firing("manufacturer", "x", severity=Severity.NOT_SERIOUS, score=0.5, title="", title_zh="", explanation="",
                       explanation_zh="", category=evidence[0].category, evidence=evidence, now=evidence[-1].published_at)  # fmt: skip
 
-    assert about_risky_makers(alert(theirs[:2] + others[:2]), by_id, risky)
-    assert not about_risky_makers(alert(theirs[:1] + others[:3]), by_id, risky)
-    assert not about_risky_makers(alert(others), by_id, risky)
-    assert not about_risky_makers(alert(theirs), by_id, set())
-    assert not about_risky_makers(dataclasses.replace(alert(theirs), detector="lab_bias"), by_id, risky), "a lab's alert is about the lab"
+    assert about_risky_makers(alert(theirs[:2] + others[:2]), stream, risky)
+    assert not about_risky_makers(alert(theirs[:1] + others[:3]), stream, risky)
+    assert not about_risky_makers(alert(others), stream, risky)
+    assert not about_risky_makers(alert(theirs), stream, set())
+    assert not about_risky_makers(dataclasses.replace(alert(theirs), detector="lab_bias"), stream, risky), "a lab's alert is about the lab"
