@@ -6,7 +6,8 @@
 
 Both agents take batches and acknowledge a batch only after everything it produced is
 safely written (results envelopes and dead letters sent; ClickHouse rows inserted; alerts
-sent), so a crash replays rather than loses. Replays are harmless: results already stored
+sent), so a crash replays rather than loses. Each agent detects and stores one batch in the
+background while it takes and validates the next (``streams.overlap``), in batch order. Replays are harmless: results already stored
 are recognised by ``result_id`` and skipped, alert ids are deterministic.
 """
 
@@ -30,6 +31,7 @@ from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema
 from streams.dead_letter import dead_letter
 from streams.fetch_wait import App
+from streams.overlap import BatchFinisher
 from streams.paging import Pager
 from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results, partition_for
 from streams.settings import Settings
@@ -106,6 +108,8 @@ def create_app(settings: Settings) -> faust.App:
     clickhouse = ClickHouseWorkerThread(settings)
     ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
     processors: list[Processor] = []  # one, created with the store
+    # Each agent detects and stores one batch in the background while it takes and validates the next.
+    ingest_finisher, process_finisher = BatchFinisher(), BatchFinisher()
     fits = settings.fit_executor()
 
     async def processor() -> Processor:
@@ -118,6 +122,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def _close_clickhouse(_app: faust.App, **_: Any) -> None:
+        ingest_finisher.cancel()
+        process_finisher.cancel()
         ingest_thread.shutdown(wait=True)
         clickhouse.close()
         if fits is not None:
@@ -143,6 +149,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def _revoked(_app: faust.App, revoked: set, **_: Any) -> None:
         if processors and revoked:
+            await ingest_finisher.settled()  # batches in flight finish with the state they were detected with
+            await process_finisher.settled()
             await clickhouse.run(processors[0].reset)  # rebuilt from ClickHouse for whatever comes back
 
     @app.on_partitions_assigned.connect
@@ -186,56 +194,70 @@ def create_app(settings: Settings) -> faust.App:
         if pager is not None:
             await pager.page(output.alerts)
 
+    async def finish_ingested(stream: faust.StreamT, events: list, output: Any, pending: list) -> None:
+        """Detect and store the results this worker processes itself; then acknowledge the batch."""
+        await detect_and_store(output.local, output.local_published, pending)
+        metrics.RESULTS_VALID.inc(output.valid_results)
+        metrics.RESULTS_LOCAL.inc(len(output.local))
+        metrics.RESULT_BATCHES_SENT.inc(len(output.results))
+        metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
+        for event in events:
+            await stream.ack(event)
+        metrics.REPORTS_HANDLED.inc(output.reports)
+        _note_processed(processed, events)
+
     @app.agent(reports)
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-            messages = [_source(event) for event in events]
-            partitions = results_partitions()  # once per batch: ownership and sends must agree
-            is_local = owned_categories(partitions)
-            # Off the event loop: a take of batch messages can hold many thousands of reports, and
-            # heartbeats and /metrics must go on meanwhile.
-            output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
-            pending = [await results.send(key=key, value=value, partition=partition_for(key, partitions)) for key, value in output.results]
-            pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
-            # Categories whose results partition is this worker's own are processed here: the
-            # results topic would only bring them back (same partitioner, explicit partition).
-            await detect_and_store(output.local, output.local_published, pending)
-            metrics.RESULTS_VALID.inc(output.valid_results)
-            metrics.RESULTS_LOCAL.inc(len(output.local))
-            metrics.RESULT_BATCHES_SENT.inc(len(output.results))
-            metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
-            for event in events:
-                await stream.ack(event)
-            metrics.REPORTS_HANDLED.inc(output.reports)
-            _note_processed(processed, events)
+        try:
+            async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
+                messages = [_source(event) for event in events]
+                partitions = results_partitions()  # once per batch: ownership and sends must agree
+                is_local = owned_categories(partitions)
+                # Off the event loop: a take of batch messages can hold many thousands of reports, and
+                # heartbeats and /metrics must go on meanwhile.
+                output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
+                pending = [await results.send(key=key, value=value, partition=partition_for(key, partitions)) for key, value in output.results]
+                pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
+                # Categories whose results partition is this worker's own are processed here: the
+                # results topic would only bring them back (same partitioner, explicit partition).
+                await ingest_finisher.submit(finish_ingested(stream, events, output, pending))
+        finally:
+            ingest_finisher.cancel()  # stopping: what is not acknowledged is replayed
+
+    async def finish_processed(stream: faust.StreamT, events: list, batch: list, published: list[float], pending: list, undecodable: int) -> None:
+        """Detect and store a batch of the results topic; then acknowledge it."""
+        await detect_and_store(batch, published, pending)
+        metrics.DEAD_LETTERS.labels("process").inc(undecodable)
+        metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - undecodable)
+        for event in events:
+            await stream.ack(event)
+        _note_processed(processed, events)
 
     @app.agent(results)
     async def process(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-            batch, undecodable, published = [], [], []
-            for event in events:
-                try:
-                    results_of_event, published_at = decode_results(event.value)
-                except Exception as error:  # noqa: BLE001 - a foreign message on our topic
-                    undecodable.append((event, error))
-                    continue
-                batch.extend(results_of_event)
-                if published_at is not None:
-                    published.append(published_at)
-            pending = []
-            for event, error in undecodable:
-                message = _source(event)
-                letter = dead_letter(
-                    stage="process", code="bad_envelope", reason=f"not a results envelope: {error}", topic=message.topic,
-                    partition=message.partition, offset=message.offset, key=message.key, original=message.value,
-                )  # fmt: skip
-                pending.append(await dead_letters.send(key=message.key, value=letter))
-            await detect_and_store(batch, published, pending)
-            metrics.DEAD_LETTERS.labels("process").inc(len(undecodable))
-            metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - len(undecodable))
-            for event in events:
-                await stream.ack(event)
-            _note_processed(processed, events)
+        try:
+            async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
+                batch, undecodable, published = [], [], []
+                for event in events:
+                    try:
+                        results_of_event, published_at = decode_results(event.value)
+                    except Exception as error:  # noqa: BLE001 - a foreign message on our topic
+                        undecodable.append((event, error))
+                        continue
+                    batch.extend(results_of_event)
+                    if published_at is not None:
+                        published.append(published_at)
+                pending = []
+                for event, error in undecodable:
+                    message = _source(event)
+                    letter = dead_letter(
+                        stage="process", code="bad_envelope", reason=f"not a results envelope: {error}", topic=message.topic,
+                        partition=message.partition, offset=message.offset, key=message.key, original=message.value,
+                    )  # fmt: skip
+                    pending.append(await dead_letters.send(key=message.key, value=letter))
+                await process_finisher.submit(finish_processed(stream, events, batch, published, pending, len(undecodable)))
+        finally:
+            process_finisher.cancel()  # stopping: what is not acknowledged is replayed
 
     @app.timer(interval=5.0)
     async def _report_lag() -> None:
