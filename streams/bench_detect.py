@@ -18,11 +18,17 @@ labels every value an incident changed, which is the ground truth:
   on the clean stream, and shown in a column of its own. Not for lab bias or a silent lab: those
   alerts say a lab is wrong, which a sloppy maker does not make true;
 - detection delay: labelled results of the incident up to the one that fired (results), and
-  event time from the first labelled result, or the start of a silence, to the firing (hours).
+  event time from the first labelled result, or the start of a silence, to the firing (hours);
+- first warning: what a risk officer hears first, whichever detector speaks — the first firing
+  of any detector whose evidence holds a labelled result of the incident, and its delay in
+  labelled results as above; once with failing results (limit exceedance; the brief counts one
+  as an early warning) and once without them (the pattern detectors together). For a silent lab,
+  the silent-lab detector's own alert.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -109,6 +115,9 @@ class Run:
     position: dict[str, int] = field(default_factory=dict)  # result id → stream position
     first_versions: dict[str, Alert] = field(default_factory=dict)  # alert id → first emitted version
     last_versions: dict[str, Alert] = field(default_factory=dict)
+    # incident → position of the first firing citing one of its results: of any detector, of any but limit exceedance
+    first_citing: dict[int, int] = field(default_factory=dict)
+    first_pattern_citing: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -119,7 +128,11 @@ def _stream(simulator: Simulator, reports: int) -> list[LabResult]:
     return results
 
 
-def run_suite(results: list[LabResult], chunk_results: int, progress: Callable[[int], None] | None = None) -> Run:
+def run_suite(
+    results: list[LabResult], chunk_results: int, progress: Callable[[int], None] | None = None, labels: dict[str, int] | None = None
+) -> Run:
+    """Run the suite over the results in worker-sized batches; with ``labels`` (result id → incident),
+    note for every incident when a firing first cited one of its results."""
     import time
 
     run = Run(results=results, position={r.result_id: i for i, r in enumerate(results)})
@@ -130,10 +143,32 @@ def run_suite(results: list[LabResult], chunk_results: int, progress: Callable[[
         for alert in suite.versions(batch, batch[-1].published_at):  # the first version holds the evidence it was raised on
             run.first_versions.setdefault(alert.alert_id, alert)
             run.last_versions[alert.alert_id] = alert
+            cited = {labels[rid] for rid in alert.evidence if rid in labels} if labels else ()
+            if cited:  # a firing's trigger is its newest evidence
+                fired = max(run.position.get(rid, 0) for rid in alert.evidence)
+                firsts = [run.first_citing] + ([run.first_pattern_citing] if alert.detector != "limit_exceedance" else [])
+                for first, number in itertools.product(firsts, cited):
+                    first[number] = min(fired, first.get(number, fired))
         if progress is not None:
             progress(len(batch))
     run.seconds = time.perf_counter() - started
     return run
+
+
+@dataclass(slots=True)
+class Warnings:
+    """Incidents some firing cited, and the delays of the first such firings (labelled results)."""
+
+    warned: int = 0
+    delays_results: list[int] = field(default_factory=list)
+
+    def add(self, delay: int) -> None:
+        self.warned += 1
+        self.delays_results.append(delay)
+
+    def extend(self, other: Warnings) -> None:
+        self.warned += other.warned
+        self.delays_results += other.delays_results
 
 
 @dataclass(slots=True)
@@ -147,6 +182,8 @@ class DetectorScore:
     risky_maker_alerts: int = 0  # in both streams
     delays_results: list[int] = field(default_factory=list)
     delays_hours: list[float] = field(default_factory=list)
+    first_warning: Warnings = field(default_factory=Warnings)  # of this detector's kind of incident, from any detector
+    first_pattern_warning: Warnings = field(default_factory=Warnings)  # the same without limit exceedance
 
     @property
     def recall(self) -> float | None:
@@ -204,10 +241,10 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
         if progress:
             progress("running the detectors", done, len(incident_results) + len(clean_results))
 
-    run = run_suite(incident_results, chunk, tick)
+    labels = simulator.labels
+    run = run_suite(incident_results, chunk, tick, labels)
     clean = run_suite(clean_results, chunk, tick)
 
-    labels = simulator.labels
     scores = {name: DetectorScore(name) for name in ["limit_exceedance", *KINDS]}
     overall = DetectorScore("overall")
     by_detector: dict[str, list[Alert]] = defaultdict(list)
@@ -245,18 +282,27 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
     limit.detected = sum(1 for r in failing if r.result_id in alerted)
     limit.delays_results = [1] * limit.detected
     limit.delays_hours = [0.0] * limit.detected
+    labelled_positions: dict[int, list[int]] = defaultdict(list)
+    for rid, number in labels.items():
+        if rid in run.position:
+            labelled_positions[number].append(run.position[rid])
     for number, incident in enumerate(incidents):
         score = scores[incident.detector]
         score.incidents += 1
+        for warnings, first in ((score.first_warning, run.first_citing), (score.first_pattern_warning, run.first_pattern_citing)):
+            if incident.kind != "silent_lab" and number in first:
+                warnings.add(sum(1 for p in labelled_positions[number] if p <= first[number]))
         candidates = [a for a in run.first_versions.values() if a.detector == incident.detector]
         hits = [a for a in candidates if _match(run.last_versions[a.alert_id], incident, number, labels, simulator)]
         if not hits:
             continue
         score.detected += 1
-        labelled = [run.position[rid] for rid, n in labels.items() if n == number and rid in run.position]
+        labelled = labelled_positions[number]
         trigger = min(hits, key=lambda a: max(run.position.get(rid, 0) for rid in a.evidence))
         trigger_position = max(run.position.get(rid, 0) for rid in trigger.evidence)
         if incident.kind == "silent_lab":
+            score.first_warning.add(0)  # only a silent-lab alert can speak of a silence
+            score.first_pattern_warning.add(0)
             score.delays_results.append(0)
             score.delays_hours.append((trigger.last_seen - simulator.silences[number][0]).total_seconds() / 3600)
         else:
@@ -274,6 +320,8 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
         overall.risky_maker_alerts += score.risky_maker_alerts
         overall.delays_results += score.delays_results
         overall.delays_hours += score.delays_hours
+        overall.first_warning.extend(score.first_warning)
+        overall.first_pattern_warning.extend(score.first_pattern_warning)
     seconds = run.seconds + clean.seconds
     return BenchReport(scores, len(clean_results), len(incident_results), (len(incident_results) + len(clean_results)) / seconds, overall)
 

@@ -25,6 +25,10 @@ def _row(score: DetectorScore, clean_results: int) -> dict:
         "risky_maker_alerts": score.risky_maker_alerts,
         "median_delay_results": median(score.delays_results),
         "median_delay_hours": median(score.delays_hours),
+        "first_warned": score.first_warning.warned,
+        "first_warning_median_delay_results": median(score.first_warning.delays_results),
+        "first_pattern_warned": score.first_pattern_warning.warned,
+        "first_pattern_warning_median_delay_results": median(score.first_pattern_warning.delays_results),
     }
 
 
@@ -44,10 +48,16 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _warning(row: dict, warned: str, delay: str) -> str:
+    if row["detector"] == "limit_exceedance":
+        return "–"
+    return f"{row[warned]}/{row['incidents']}, {_fmt(row[delay], 'g')}"
+
+
 def print_report(report: BenchReport, config: BenchConfig, console: Console) -> None:
     table = Table(
         "detector", "incidents", "recall", "alerts", "precision", "false / 10k clean", "risky makers", "median delay (results)",
-        "median delay (hours)",
+        "median delay (hours)", "first warning", "first pattern warning",
         title=f"detectors on labelled scenarios (seed {config.seed}; {report.incident_results:,} incident-stream and "
         f"{report.clean_results:,} clean results)",
         title_justify="left",
@@ -67,12 +77,16 @@ def print_report(report: BenchReport, config: BenchConfig, console: Console) -> 
             str(row["risky_maker_alerts"]),
             ("" if delay_ok else "[red]") + _fmt(row["median_delay_results"], "g"),
             _fmt(row["median_delay_hours"], ".1f"),
+            _warning(row, "first_warned", "first_warning_median_delay_results"),
+            _warning(row, "first_pattern_warned", "first_pattern_warning_median_delay_results"),
             style=style,
         )
-    console.print(table, width=max(console.width, 150))
+    console.print(table, width=max(console.width, 190))
     console.print(
         f"targets: recall ≥ {TARGETS['recall']}, ≤ {TARGETS['false_per_10k']:g} false alert per 10,000 clean results, "
         f"median delay ≤ {TARGETS['median_delay_results']} results (red: missed). Alerts about risky makers (both streams) report "
-        "makers the simulator made sloppy: true, not false. "
+        "makers the simulator made sloppy: true, not false. First warning: incidents warned of and the median delay (results) "
+        "of the first firing of any detector citing one of their results (in their kind's row); first pattern warning: the same "
+        "without limit exceedance. "
         f"Detectors ran at {report.results_per_second:,.0f} results/s."
     )

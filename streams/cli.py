@@ -408,7 +408,7 @@ def bench_detect(seed: int, per_kind: int, clean_reports: int, as_json: bool) ->
     if as_json:
         click.echo(report_json(report, config))
     else:
-        print_report(report, config, Console(width=max(console.width, 150)))  # wide even when piped
+        print_report(report, config, Console(width=max(console.width, 190)))  # wide even when piped
 
 
 @bench.command("pipeline")

@@ -6,7 +6,7 @@ import orjson
 from detectors.base import firing
 from schemas.results import Severity
 from schemas.validation import validate_report
-from streams.bench_detect import Run, about_risky_makers
+from streams.bench_detect import Run, about_risky_makers, run_suite
 from streams.simulation import DEFAULT_INCIDENTS, Incident, Simulator, uscc_check_character
 
 
@@ -92,3 +92,16 @@ def test_the_bench_counts_an_alert_as_about_risky_makers_when_half_its_evidence_
     assert not about_risky_makers(alert(others), stream, risky)
     assert not about_risky_makers(alert(theirs), stream, set())
     assert not about_risky_makers(dataclasses.replace(alert(theirs), detector="lab_bias"), stream, risky), "a lab's alert is about the lab"
+
+
+def test_the_bench_notes_the_first_firing_of_any_detector_that_cites_an_incidents_results():
+    sim = Simulator(seed=7, incidents=(), start=datetime(2024, 1, 1, tzinfo=UTC))
+    results = [r for _ in range(400) for r in validate_report(orjson.dumps(sim.next_report())).results]
+    failing = [i for i, r in enumerate(results) if r.failing and r.limit_ratio and r.limit_ratio > 1]
+    quiet = next(i for i, r in enumerate(results) if not r.failing and r.limit_ratio and r.limit_ratio < 0.3)
+    labels = {results[failing[0]].result_id: 0, results[failing[1]].result_id: 0, results[quiet].result_id: 1}
+    run = run_suite(results, 500, labels=labels)
+    assert run.first_citing[0] == failing[0]  # a failing result is alerted as it arrives
+    assert 1 not in run.first_citing  # an ordinary value raises nothing
+    assert 0 not in run.first_pattern_citing  # two failing results of different segments make no pattern
+    assert run_suite(results, 500).first_citing == {}  # without labels nothing is noted
