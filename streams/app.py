@@ -6,9 +6,10 @@
 
 Both agents take batches and acknowledge a batch only after everything it produced is
 safely written (results envelopes and dead letters sent; ClickHouse rows inserted; alerts
-sent), so a crash replays rather than loses. Each agent detects and stores one batch in the
-background while it takes and validates the next (``streams.overlap``), in batch order. Replays are harmless: results already stored
-are recognised by ``result_id`` and skipped, alert ids are deterministic.
+sent), so a crash replays rather than loses. Replays are harmless: results already stored
+are recognised by ``result_id`` and skipped, alert ids are deterministic. Each agent detects
+and stores one batch in the background while it takes and validates the next
+(``streams.overlap``); batches finish one at a time, in order.
 """
 
 from __future__ import annotations
