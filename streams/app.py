@@ -150,8 +150,6 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def _revoked(_app: faust.App, revoked: set, **_: Any) -> None:
         if processors and revoked:
-            await ingest_finisher.settled()  # batches in flight finish with the state they were detected with
-            await process_finisher.settled()
             await clickhouse.run(processors[0].reset)  # rebuilt from ClickHouse for whatever comes back
 
     @app.on_partitions_assigned.connect

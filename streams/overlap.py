@@ -3,7 +3,10 @@
 Detecting and writing a batch waits on ClickHouse (native code, off the GIL) for much of its time;
 taking the next batch from Kafka and validating it can use that time. At most one batch is
 finishing at once, so detector state, writes and acknowledgements keep the order of the batches,
-and an agent holds at most two batches (backpressure is unchanged in kind).
+and an agent holds at most two batches (backpressure is unchanged in kind). A rebalance does not
+wait for the batch in flight, as it did not wait for an agent's batch before: its detection and
+the detectors' reset run on the one ClickHouse thread, one after the other, and a reset state is
+rebuilt from ClickHouse.
 """
 
 from __future__ import annotations
@@ -29,11 +32,6 @@ class BatchFinisher:
             finish.close()  # never started: its batch stays unacknowledged and is replayed
             raise
         self._finishing = asyncio.ensure_future(finish)
-
-    async def settled(self) -> None:
-        """Wait until the batch in flight has finished, well or not (the next ``submit`` raises its error)."""
-        if self._finishing is not None:
-            await asyncio.wait([self._finishing])
 
     def cancel(self) -> None:
         """Stop the batch in flight (shutting down): unacknowledged, it is replayed on restart."""
