@@ -120,6 +120,10 @@ class Run:
     first_pattern_citing: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def fired_at(self, alert: Alert) -> int:
+        """Stream position of the result that raised this version of an alert: its newest evidence."""
+        return max(self.position.get(rid, 0) for rid in alert.evidence)
+
 
 def _stream(simulator: Simulator, reports: int) -> list[LabResult]:
     results: list[LabResult] = []
@@ -144,8 +148,8 @@ def run_suite(
             run.first_versions.setdefault(alert.alert_id, alert)
             run.last_versions[alert.alert_id] = alert
             cited = {labels[rid] for rid in alert.evidence if rid in labels} if labels else ()
-            if cited:  # a firing's trigger is its newest evidence
-                fired = max(run.position.get(rid, 0) for rid in alert.evidence)
+            if cited:
+                fired = run.fired_at(alert)
                 firsts = [run.first_citing] + ([run.first_pattern_citing] if alert.detector != "limit_exceedance" else [])
                 for first, number in itertools.product(firsts, cited):
                     first[number] = min(fired, first.get(number, fired))
@@ -298,8 +302,8 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
             continue
         score.detected += 1
         labelled = labelled_positions[number]
-        trigger = min(hits, key=lambda a: max(run.position.get(rid, 0) for rid in a.evidence))
-        trigger_position = max(run.position.get(rid, 0) for rid in trigger.evidence)
+        trigger = min(hits, key=run.fired_at)
+        trigger_position = run.fired_at(trigger)
         if incident.kind == "silent_lab":
             score.first_warning.add(0)  # only a silent-lab alert can speak of a silence
             score.first_pattern_warning.add(0)
