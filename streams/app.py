@@ -200,10 +200,8 @@ def create_app(settings: Settings) -> faust.App:
         metrics.RESULTS_LOCAL.inc(len(output.local))
         metrics.RESULT_BATCHES_SENT.inc(len(output.results))
         metrics.DEAD_LETTERS.labels("ingest").inc(len(output.dead_letters))
-        for event in events:
-            await stream.ack(event)
+        await _acknowledge(stream, events, processed)
         metrics.REPORTS_HANDLED.inc(output.reports)
-        _note_processed(processed, events)
 
     @app.agent(reports)
     async def ingest(stream: faust.StreamT) -> None:
@@ -228,9 +226,7 @@ def create_app(settings: Settings) -> faust.App:
         await detect_and_store(batch, published, pending)
         metrics.DEAD_LETTERS.labels("process").inc(undecodable)
         metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - undecodable)
-        for event in events:
-            await stream.ack(event)
-        _note_processed(processed, events)
+        await _acknowledge(stream, events, processed)
 
     @app.agent(results)
     async def process(stream: faust.StreamT) -> None:
@@ -305,7 +301,9 @@ def _source(event: faust.EventT) -> SourceMessage:
     return SourceMessage(message.topic, message.partition, message.offset, message.key, message.value, message.timestamp)
 
 
-def _note_processed(processed: dict[tuple[str, int], int], events: list) -> None:
+async def _acknowledge(stream: faust.StreamT, events: list, processed: dict[tuple[str, int], int]) -> None:
+    """Acknowledge a finished batch and note its offsets for the lag gauge."""
     for event in events:
+        await stream.ack(event)
         key = (event.message.topic, event.message.partition)
         processed[key] = max(processed.get(key, -1), event.message.offset)
