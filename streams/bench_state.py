@@ -28,6 +28,7 @@ from schemas.results import LabResult, result_id_for
 CITIES = ("jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying")
 ITEMS = ("lead", "cadmium", "inorganic_arsenic", "total_mercury", "aflatoxin_b1", "benzoic_acid", "sorbic_acid")
 _START = datetime(2026, 1, 1, tzinfo=UTC)
+BATCH_RESULTS = 6_000  # about what a worker's batch of 2,000 single-report messages holds
 
 
 @dataclass(slots=True)
@@ -58,8 +59,11 @@ def children_rss_mb() -> float:
     return sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists())
 
 
-def synthetic_rounds(segments: int, per_segment: int, seed: int = 5) -> Iterator[list[LabResult]]:
-    """``per_segment`` rounds; each round one result for every segment (a sample per category × city)."""
+def synthetic_rounds(
+    segments: int, per_segment: int, seed: int = 5, batch_results: int = BATCH_RESULTS
+) -> Iterator[tuple[int, list[LabResult]]]:
+    """``per_segment`` rounds; each round one result for every segment (a sample per category × city),
+    in batches of whole samples, ``batch_results`` results or a sample more, each with its round's number."""
     rng = random.Random(seed)
     categories = max(1, -(-segments // (len(ITEMS) * len(CITIES))))
     for round_ in range(per_segment):
@@ -104,7 +108,11 @@ def synthetic_rounds(segments: int, per_segment: int, seed: int = 5) -> Iterator
                             reported_unit="mg/kg",
                         )  # fmt: skip
                     )
-        yield batch
+                if len(batch) >= batch_results:
+                    yield round_, batch
+                    batch = []
+        if batch:
+            yield round_, batch
 
 
 def measure(
@@ -114,11 +122,12 @@ def measure(
     before = rss_mb()
     suite = DetectorSuite(default_detectors(fits=fits))
     started, fed = time.perf_counter(), 0
-    for n, batch in enumerate(synthetic_rounds(segments, per_segment), start=1):
+    for round_, batch in synthetic_rounds(segments, per_segment):
         suite.process(batch, batch[-1].published_at)
         fed += len(batch)
         if progress:
-            progress(n, per_segment)
+            progress(round_ + 1, per_segment)
+    del batch  # the last batch: the worker holds none between batches
     seconds = time.perf_counter() - started
     gc.collect()
     figures = StateFigures(segments, fed, seconds, before, rss_mb(), children_rss_mb())

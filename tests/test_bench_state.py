@@ -4,11 +4,22 @@ from streams.bench_state import measure, synthetic_rounds
 
 
 def test_synthetic_rounds_feed_exactly_the_asked_segments_once_per_round():
-    rounds = list(synthetic_rounds(segments=150, per_segment=2))
-    assert len(rounds) == 2
-    for batch in rounds:
-        assert len(batch) == len({(r.category, r.test_item, r.city) for r in batch}) == 150
+    rounds: dict[int, list] = {}
+    for round_, batch in synthetic_rounds(segments=150, per_segment=2):
+        rounds.setdefault(round_, []).extend(batch)
+    assert sorted(rounds) == [0, 1]
+    for results in rounds.values():
+        assert len(results) == len({(r.category, r.test_item, r.city) for r in results}) == 150
     assert {r.result_id for r in rounds[0]}.isdisjoint(r.result_id for r in rounds[1])
+
+
+def test_synthetic_rounds_come_in_batches_of_whole_samples():
+    batches = list(synthetic_rounds(segments=150, per_segment=2, batch_results=20))
+    closing_a_round = [a[0] != b[0] for a, b in zip(batches, batches[1:], strict=False)] + [True]
+    assert len(batches) > 4
+    assert all(20 <= len(batch) < 20 + 7 or closes for (_, batch), closes in zip(batches, closing_a_round, strict=True))
+    samples = [{r.sample_id for r in batch} for _, batch in batches]
+    assert all(a.isdisjoint(b) for a, b in zip(samples, samples[1:], strict=False)), "a sample is never split between batches"
 
 
 def test_measure_reports_each_detectors_state_and_the_results_fed():
