@@ -17,7 +17,7 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -287,25 +287,32 @@ class FailureScan:
     expected: float = 0.0
     seen: int = 0
     latest: datetime | None = None
-    failures: deque = field(default_factory=deque)  # (at, expected before, seen before, payload)
+    # (at, expected before, seen before, payload); None while there are none: most streams have no
+    # recent failure, and an empty deque takes some 600 bytes
+    failures: deque | None = None
 
     def add(self, at: datetime, probability: float, failed: bool, payload: object = None) -> None:
         if failed:
+            if self.failures is None:
+                self.failures = deque()
             self.failures.append((at, self.expected, self.seen, payload))
         self.expected += probability
         self.seen += 1
         if self.latest is None or at > self.latest:
             self.latest = at
-        horizon = self.latest - self.window
-        while self.failures and (self.failures[0][0] < horizon or len(self.failures) > self.max_runs):
-            self.failures.popleft()
+        if self.failures is not None:
+            horizon = self.latest - self.window
+            while self.failures and (self.failures[0][0] < horizon or len(self.failures) > self.max_runs):
+                self.failures.popleft()
+            if not self.failures:
+                self.failures = None
 
     def payloads(self, start: int = 0) -> list:
-        return [entry[3] for entry in list(self.failures)[start:]]
+        return [entry[3] for entry in list(self.failures or ())[start:]]
 
     def cluster(self, min_failures: int = 2, eligible: Sequence[bool] | None = None) -> FailureCluster | None:
         """The most improbable run of at least ``min_failures`` failures ending now; ``eligible`` masks the starts allowed."""
-        entries = list(self.failures)
+        entries = list(self.failures or ())
         starts = [j for j in range(len(entries) - min_failures + 1) if eligible is None or eligible[j]]
         if not starts:
             return None
