@@ -142,6 +142,18 @@ class _Segment:
             self.labs[self.oldest], self.makers[self.oldest], self.levels[self.oldest] = lab, maker, level
             self.oldest = (self.oldest + 1) % size
         self.since_fit += 1
+        if len(self.maker_names.names) > 2 * size or len(self.lab_names.names) > 2 * size:
+            self._forget_departed()
+
+    def _forget_departed(self) -> None:
+        """Number afresh only the labs and makers still in the ring: the tables would otherwise keep
+        every maker a segment has ever seen. Codes keep their order, so fits do not change."""
+        for table_name, codes_name in (("lab_names", "labs"), ("maker_names", "makers")):
+            table, codes = getattr(self, table_name), getattr(self, codes_name)
+            fresh = CodeTable()
+            renumbered = {old: fresh.code(table.names[old]) for old in sorted(set(codes))}
+            setattr(self, table_name, fresh)
+            setattr(self, codes_name, array(codes.typecode, [renumbered[code] for code in codes]))
 
     def refit(self, maker_prior: float, min_results: int) -> None:
         self.since_fit = 0

@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 from sklearn.ensemble import IsolationForest
 
+from detectors import lab_bias
 from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
@@ -374,6 +375,30 @@ def test_lab_bias_allows_for_a_lab_whose_city_makes_worse_products():
         naive.append({a.labs[0] for a in run(LabBias(maker_prior=1e12), stream)})  # the same chart, makers not accounted for
     assert naive == [{"DZQI"}] * 5
     assert sum(1 for n in adjusted if n) <= 1
+
+
+def test_lab_bias_forgets_makers_that_left_its_window_without_changing_its_fit():
+    rng = random.Random(11)
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
+    stream = [  # every sample from a maker never seen before, as with many small makers over months
+        result(n, noisy(rng, 0.05 * (1.8 if labs[n % 6] == "DZQI" else 1.0), 0.3), lab_id=labs[n % 6], sample_id=f"S{n}",
+               manufacturer_uscc=f"M{n}")
+        for n in range(1500)
+    ]  # fmt: skip
+
+    class Remembering(lab_bias._Segment):  # the tables grow with every maker, as they used to
+        __slots__ = ()
+
+        def _forget_departed(self) -> None:
+            pass
+
+    forgetting, remembering = LabBias(segment_window=200), LabBias(segment_window=200)
+    remembering_segment = remembering.segments[("food/grain_products/rice", "cadmium")] = Remembering()
+    alerts, unbounded = run(forgetting, stream), run(remembering, stream)
+    segment = forgetting.segments[("food/grain_products/rice", "cadmium")]
+    assert len(segment.maker_names.names) <= 2 * 200 < len(remembering_segment.maker_names.names) == 1500
+    assert segment.fit == remembering_segment.fit  # the same levels and effects, to the bit
+    assert [a.alert_id for a in alerts] == [a.alert_id for a in unbounded] and {a.labs[0] for a in alerts} == {"DZQI"}
 
 
 def test_lab_bias_is_quiet_when_labs_agree():
