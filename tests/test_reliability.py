@@ -96,6 +96,7 @@ def test_two_workers_store_everything_exactly_once_when_one_is_killed_mid_stream
     steady = WorkerProcess(store_env(broker, tmp_path, group, store_server, "steady"), tmp_path / "steady.log")
 
     killed_busy: list[int] = []
+    at_kill: list[dict[str, float]] = []  # each incarnation's metrics just before it was killed
 
     async def scenario() -> dict[str, float]:
         steady.start()
@@ -113,8 +114,9 @@ def test_two_workers_store_everything_exactly_once_when_one_is_killed_mid_stream
             async def kill_and_restart() -> None:
                 nonlocal victim
                 for round_ in range(1, kills + 1):
-                    while (await asyncio.to_thread(victim.metrics)).get("riskwatch_results_stored_total", 0) < 30:
+                    while (metrics := await asyncio.to_thread(victim.metrics)).get("riskwatch_results_stored_total", 0) < 30:
                         await asyncio.sleep(0.2)  # kill it once it is busy storing results (in place or off the results topic)
+                    at_kill.append(metrics)
                     victim.kill()  # SIGKILL: no shutdown, no commit, mid-batch
                     killed_busy.append(round_)
                     victim = WorkerProcess(victim_env, tmp_path / f"victim-{round_}.log")
@@ -154,7 +156,10 @@ def test_two_workers_store_everything_exactly_once_when_one_is_killed_mid_stream
     detectors = sorted({detector for _, detector, *_ in alerts})
     assert set(detectors) - {"limit_exceedance"}, "the scenario should raise more than limit alerts"
     print(f"{len(alerts)} alerts from {', '.join(detectors)}; none lost, none split")
-    assert last_victim["riskwatch_state_rebuilt_results_total"] > 0, "the restarted worker rebuilt its detector state"
+    # A restarted incarnation that stored fresh results rebuilt state first; the last one may find the
+    # stream already stored by the other worker, so every restarted incarnation counts.
+    restarted = [*at_kill[1:], last_victim]
+    assert any(m.get("riskwatch_state_rebuilt_results_total", 0) > 0 for m in restarted), "a restarted worker rebuilt its detector state"
 
 
 def test_a_minute_without_clickhouse_delays_results_but_loses_none(broker, own_store_server, tmp_path):
