@@ -17,7 +17,6 @@ Figures, not assertions: the machine is shared, so (c) is judged against (a) mea
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.broker import LocalBroker, free_port
+from streams.procfs import child_pids, cpu_seconds, peak_rss_mb
 from streams.publisher import Batching, batch_messages
 from streams.simulation import Simulator
 from streams.worker_process import WorkerProcess
@@ -156,28 +156,6 @@ async def noop(stream):
 if __name__ == "__main__":
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 """
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def child_pids(pid: int) -> list[int]:
-    """A process's children and theirs (the worker's fit process, multiprocessing's resource tracker)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found += [int(child), *child_pids(int(child))]
-    return found
 
 
 def _worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[str, str]:

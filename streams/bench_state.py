@@ -13,6 +13,7 @@ one; its processes' resident memory is measured too.
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import random
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import LabResult, result_id_for
+from streams.procfs import child_pids, rss_mb
 
 CITIES = ("jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying")
 ITEMS = ("lead", "cadmium", "inorganic_arsenic", "total_mercury", "aflatoxin_b1", "benzoic_acid", "sorbic_acid")
@@ -46,17 +48,9 @@ class StateFigures:
         return (self.rss_after_mb - self.rss_before_mb) * 1024 * 1024 / self.segments
 
 
-def rss_mb(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def children_rss_mb() -> float:
     """Resident memory of this process's children (the fit pool), together."""
-    pids = {pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
-    return sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists())
+    return sum(rss_mb(pid) for pid in child_pids(os.getpid()) if Path(f"/proc/{pid}").exists())
 
 
 def synthetic_rounds(

@@ -1,4 +1,4 @@
-"""The pipeline bench's CPU accounting from /proc."""
+"""The benchmarks' CPU accounting from /proc (streams.procfs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from streams.bench_pipeline import child_pids, cpu_seconds
+from streams.procfs import child_pids, cpu_seconds
 
 
 def test_cpu_seconds_count_a_busy_child_and_child_pids_find_it():

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from streams.bench_pipeline import child_pids
+from streams.procfs import child_pids
 from streams.worker_process import WorkerProcess
 from tests.test_end_to_end import worker_env
 
