@@ -10,6 +10,11 @@ usual level (a combination, not one odd item), and one of them is past
 too: limit exceedance alerts on the item, this alert on the combination around it (two hazards
 raised together point to a shared cause, such as one contaminated input).
 
+A shared cause that lifts two items only moderately, in a share of samples, leaves no sample odd
+enough for the forest but many with the same two items up: the same samples also go through a
+scan of co-elevated pairs (``detectors.co_elevation``), which fires on a run of them that the
+pair's usual share makes improbable.
+
 A refit grows ``trees_per_refit`` new trees on the current reference and drops as many of the
 oldest, so that the forest keeps ``trees`` and a refit costs a fraction of a fresh fit (mostly
 scikit-learn's per-tree overhead: ~33 ms for 50 trees, ~9 ms for 10). Given an ``Executor``
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +36,7 @@ from datetime import datetime
 import numpy as np
 
 from detectors.base import Detector, firing, log_level, segment_text
+from detectors.co_elevation import CoElevatedRun, CoElevation, PairState
 from detectors.isolation import CompiledForest, FittedForest, fit_forest
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
@@ -47,11 +54,16 @@ class _Model:
     fitted: FittedForest
 
     def rows(self, samples: list[dict[str, float]]) -> np.ndarray:
-        return _rows(samples, self.items, self.medians)
+        """The samples' levels over the model's items, a missing item at its median (what the forest scores)."""
+        return self.impute(_levels(samples, self.items))
+
+    def impute(self, levels: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(levels), self.medians, levels)
 
 
-def _rows(samples: list[dict[str, float]], items: list[str], medians: list[float]) -> np.ndarray:
-    return np.array([[sample.get(item, medians[i]) for i, item in enumerate(items)] for sample in samples])
+def _levels(samples: list[dict[str, float]], items: list[str]) -> np.ndarray:
+    """Samples × items, NaN where a sample lacks the item."""
+    return np.array([[sample.get(item, math.nan) for item in items] for sample in samples]).reshape(len(samples), len(items))
 
 
 def fit_model(
@@ -108,6 +120,7 @@ class _Category:
     refit: Future | None = None  # a refit under way in the executor
     since_fit: int = 0
     fits: int = 0  # fits so far: each grows its trees from its own seed
+    pairs: PairState = field(default_factory=PairState)  # co-elevated pairs, by index into items
 
 
 class MultivariateAnomaly(Detector):
@@ -127,12 +140,14 @@ class MultivariateAnomaly(Detector):
         min_fraction_of_limit: float = 0.3,
         seed: int = 0,
         fits: Executor | None = None,
+        co_elevation: CoElevation | None = None,
     ) -> None:
         self.reference, self.min_reference, self.refit_every, self.margin = reference, min_reference, refit_every, margin
         self.trees, self.trees_per_refit = trees, min(trees, trees_per_refit)
         self.min_level, self.seed = math.log(min_fraction_of_limit), seed
         self.quantile, self.min_unusual_items, self.item_z = quantile, min_unusual_items, item_z
         self.fits = fits
+        self.co_elevation = co_elevation or CoElevation(min_level=self.min_level)
         self.categories: dict[str, _Category] = {}
         self.pending: dict[tuple[str, str], list[LabResult]] = {}  # sample → its results, until flush
 
@@ -214,11 +229,13 @@ class MultivariateAnomaly(Detector):
                 category = self.categories[code] = _Category(_Samples(self.reference))
             self._collect(category)
             if (model := category.model) is not None:  # one scoring call per category and batch
-                scores = model.fitted.forest.isolation(model.rows([sample for sample, _ in samples]))
+                levels = _levels([sample for sample, _ in samples], model.items)
+                scores = model.fitted.forest.isolation(model.impute(levels))
                 for (sample, results), score in zip(samples, scores, strict=True):
                     alert = self._judge(category, model, sample, results, float(score), now)
                     if alert is not None:
                         alerts.append(alert)
+                alerts += self._judge_pairs(category, model, levels, [results for _, results in samples], now)
             for sample, _ in samples:
                 for item in sample:
                     if item not in category.items:
@@ -275,6 +292,46 @@ class MultivariateAnomaly(Detector):
             ),
             category=first.category,
             evidence=results,
+            now=now,
+        )
+
+    def _judge_pairs(self, category: _Category, model: _Model, levels: np.ndarray, samples: list[list[LabResult]], now: datetime) -> list[Alert]:
+        z = (levels - np.asarray(model.medians)) / np.asarray(model.scales)
+        times = [results[0].sampled_at for results in samples]
+        runs = self.co_elevation.judge(category.pairs, model.items, levels, z, times, samples)
+        return [self._pair_firing(run, samples[0][0].category, model, now) for run in runs]
+
+    def _pair_firing(self, run: CoElevatedRun, code: str, model: _Model, now: datetime) -> Alert:
+        cluster, (first, second) = run.cluster, (model.items[run.first], model.items[run.second])
+        names, names_zh = (test_item_name(first), test_item_name(second)), (test_item_name(first, "zh"), test_item_name(second, "zh"))
+        typical = [
+            100 * math.exp(statistics.median(s.first_level for s in run.samples)),
+            100 * math.exp(statistics.median(s.second_level for s in run.samples)),
+        ]
+        usual = [100 * math.exp(model.medians[run.first]), 100 * math.exp(model.medians[run.second])]
+        share = 100 * cluster.expected / cluster.results
+        highest = max(max(s.first_level, s.second_level) for s in run.samples)
+        where_en, where_zh = segment_text(code, None, None), segment_text(code, None, None, "zh")
+        return firing(
+            self.name,
+            f"{code}|{first}+{second}",
+            severity=Severity.POTENTIALLY_SERIOUS if highest >= math.log(0.8) else Severity.NOT_SERIOUS,
+            score=1 - cluster.p_value,
+            title=f"Two items raised together repeatedly: {names[0]} and {names[1]}, {where_en}",
+            title_zh=f"{where_zh}{names_zh[0]}与{names_zh[1]}多次同时偏高",
+            explanation=(
+                f"{cluster.failures} of the last {cluster.results} samples had {names[0]} and {names[1]} raised together "
+                f"(typically {typical[0]:.0f} % and {typical[1]:.0f} % of their limits, usually {usual[0]:.0f} % and {usual[1]:.0f} %), "
+                f"where {share:.1f} % of samples usually are, about {cluster.expected:.2g} expected (chance of this many or more: "
+                f"{cluster.p_value:.1g}). Two hazards rising together point to a shared cause, such as one ingredient or supplier."
+            ),
+            explanation_zh=(
+                f"近{cluster.results}批样品中{cluster.failures}批{names_zh[0]}与{names_zh[1]}同时偏高(中位分别达限量{typical[0]:.0f}%和"
+                f"{typical[1]:.0f}%,通常{usual[0]:.0f}%和{usual[1]:.0f}%),通常仅{share:.1f}%的样品如此,约应{cluster.expected:.2g}批"
+                f"(偶然出现的概率{cluster.p_value:.1g})。两项同时升高提示共同来源,如同一原料或供应商。"
+            ),
+            category=code,
+            evidence=[e for s in run.samples for e in (s.first, s.second)],
             now=now,
         )
 

@@ -33,7 +33,7 @@ MERGE_WINDOWS = {
     "manufacturer": timedelta(days=90),
     "lab_bias": timedelta(days=30),
     "silent_lab": timedelta(days=1),
-    "multivariate": timedelta(0),
+    "multivariate": timedelta(days=30),  # a pair raised together again (a sample's own alert never repeats)
 }
 
 

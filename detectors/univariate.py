@@ -298,6 +298,17 @@ class FailureScan:
             self.failures.append((at, self.expected, self.seen, payload))
         self.expected += probability
         self.seen += 1
+        self._forget_before(at)
+
+    def add_passes(self, at: datetime, probability: float, results: int) -> None:
+        """``results`` that did not fail, ``probability`` their failure probabilities together (one call for many)."""
+        if results:
+            self.expected += probability
+            self.seen += results
+            self._forget_before(at)
+
+    def _forget_before(self, at: datetime) -> None:
+        """Move the clock to ``at`` if later; failures older than the window, or past ``max_runs``, leave."""
         if self.latest is None or at > self.latest:
             self.latest = at
         if self.failures is not None:

@@ -17,6 +17,7 @@ from scipy import stats
 from sklearn.ensemble import IsolationForest
 
 from detectors import lab_bias
+from detectors.co_elevation import CoElevation, PairState
 from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
@@ -27,7 +28,7 @@ from detectors.merge import AlertMerger
 from detectors.multivariate import MultivariateAnomaly
 from detectors.silent_lab import SilentLab
 from detectors.suite import DetectorSuite
-from detectors.univariate import Cusum, Ewma, FailureScan, RobustBaseline, kendall_s, trend_test, z_to_score
+from detectors.univariate import Cusum, Ewma, FailureScan, RateEstimate, RobustBaseline, kendall_s, trend_test, z_to_score
 from detectors.value_anomaly import ValueAnomaly
 from schemas.results import LabResult, Severity, result_id_for
 
@@ -464,6 +465,84 @@ def test_multivariate_flags_an_odd_combination_below_the_limits():
     assert len(alerts) == 1 and alerts[0].detector == "multivariate"
     assert "Isolation" in alerts[0].explanation or "isolated" in alerts[0].explanation
     assert sorted(alerts[0].evidence) == sorted(r.result_id for r in odd)
+
+
+def _shared_cause_stream(rng: random.Random, raised: tuple[str, ...], samples: int = 480, onset: int = 300) -> tuple[list, set[str]]:
+    """Lead, cadmium and arsenic at 20 % of the limit with a wide spread; from ``onset`` a quarter of the
+    samples have the ``raised`` items × 3 (z ≈ 2: no sample is odd alone). Returns the stream and the raised results' ids."""
+    items, stream, labelled = ["lead", "cadmium", "inorganic_arsenic"], [], set()
+    for n in range(samples):
+        lifted = n >= onset and rng.random() < 0.25
+        for item in items:
+            factor = 3.0 if lifted and item in raised else 1.0
+            stream.append(result(n, noisy(rng, 0.04 * factor, 0.5), test_item=item, sample_id=f"S{n}"))
+            if factor > 1:
+                labelled.add(stream[-1].result_id)
+    return stream, labelled
+
+
+def _process_in_batches(detector, stream, size: int = 150) -> list:
+    return [a for start in range(0, len(stream), size) for a in detector.process_many(stream[start : start + size], T0)]
+
+
+def test_multivariate_pair_scan_fires_on_two_items_raised_together_in_a_share_of_samples():
+    stream, labelled = _shared_cause_stream(random.Random(21), ("lead", "cadmium"))
+    alerts = _process_in_batches(MultivariateAnomaly(min_reference=100, refit_every=50), stream)
+    pairs = [a for a in alerts if a.signal.endswith("|lead+cadmium")]
+    assert pairs, [a.title for a in alerts]
+    assert not [a for a in alerts if "+" in a.signal and a.signal != pairs[0].signal]
+    first = pairs[0]
+    assert "raised together" in first.explanation and "同时偏高" in first.explanation_zh
+    assert set(first.evidence) <= labelled | {r.result_id for r in stream if r.test_item in ("lead", "cadmium")}
+    assert len(set(first.evidence) & labelled) >= 0.75 * len(first.evidence)
+    onset_position = 300 * 3
+    fired_after = max(n for n, r in enumerate(stream) if r.result_id in first.evidence) - onset_position
+    assert 0 < fired_after < 60 * 3, "within sixty samples of the onset (about fifteen raised)"
+
+
+def test_multivariate_pair_scan_is_quiet_when_one_item_rises_alone_or_nothing_does():
+    for raised in (("lead",), ()):
+        stream, _ = _shared_cause_stream(random.Random(22), raised)
+        alerts = _process_in_batches(MultivariateAnomaly(min_reference=100, refit_every=50), stream)
+        assert not [a.title for a in alerts if "+" in a.signal], raised
+
+
+def test_co_elevation_learns_usual_shares_per_batch_as_one_update_per_sample_would():
+    rng = np.random.default_rng(5)
+    scan = CoElevation(min_z=0.5, sum_z=1.5, min_level=-5.0, memory=50.0, alpha=0.0)  # alpha 0: no pair ever stops learning
+    state, codes = PairState(), ["a", "b", "c"]
+    samples = []
+    for batch in range(4):
+        levels = rng.normal(-2, 1, size=(40, 3))
+        levels[rng.random((40, 3)) < 0.2] = np.nan  # some samples lack an item
+        z = levels + 2
+        times = [T0 + timedelta(hours=batch * 40 + s) for s in range(40)]
+        scan.judge(state, codes, levels, z, times, [[result(s, test_item=c) for c in codes] for s in range(40)])
+        samples.append((levels, z))
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        one_by_one = RateEstimate(scan.prior_share, scan.prior_weight, 50.0)
+        for levels, z in samples:
+            for row, zs in zip(levels, z, strict=True):
+                if not (np.isnan(row[a]) or np.isnan(row[b])):
+                    one_by_one.learn(bool(zs[a] >= 0.5 and zs[b] >= 0.5 and zs[a] + zs[b] >= 1.5))
+        assert scan.usual_share(state)[a, b] == pytest.approx(one_by_one.rate, rel=1e-12)
+
+
+def test_failure_scan_counts_many_passes_at_once_as_one_by_one():
+    one_by_one, at_once = FailureScan(timedelta(days=30)), FailureScan(timedelta(days=30))
+    for scan in (one_by_one, at_once):
+        scan.add(T0, 0.01, True)
+    for n in range(1, 40):
+        one_by_one.add(T0 + timedelta(hours=n), 0.01, False)
+    at_once.add_passes(T0 + timedelta(hours=39), 0.01 * 39, 39)
+    for scan in (one_by_one, at_once):
+        scan.add(T0 + timedelta(hours=40), 0.01, True)
+        scan.add(T0 + timedelta(hours=41), 0.01, True)
+    for least in (2, 3):
+        first, second = one_by_one.cluster(least), at_once.cluster(least)
+        assert (second.start, second.failures, second.results) == (first.start, first.failures, first.results)
+        assert second.p_value == pytest.approx(first.p_value, rel=1e-12)
+    assert one_by_one.cluster(3).results == 42
 
 
 def test_compiled_forest_sends_every_row_down_scikit_learns_paths_and_scores_as_it_does():
