@@ -152,10 +152,9 @@ class CoElevation:
         weights = np.where(trials, self.decay ** (total[None] - seen), 0.0)
         fade = self.decay**total
         learning = state.last_p[:items, :items] >= self.alpha
-        state.hits[:items, :items] = np.where(learning, state.hits[:items, :items] * fade + (weights * hits).sum(axis=0), state.hits[:items, :items])
-        state.trials[:items, :items] = np.where(
-            learning, state.trials[:items, :items] * fade + weights.sum(axis=0), state.trials[:items, :items]
-        )
+        usual_hits, usual_trials = state.hits[:items, :items], state.trials[:items, :items]  # views, written in place
+        usual_hits[...] = np.where(learning, usual_hits * fade + (weights * hits).sum(axis=0), usual_hits)
+        usual_trials[...] = np.where(learning, usual_trials * fade + weights.sum(axis=0), usual_trials)
 
 
 def _co_elevated(results: Sequence[LabResult], codes: tuple[str, str], first_level: float, second_level: float) -> CoElevated:
