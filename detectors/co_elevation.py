@@ -120,7 +120,7 @@ class CoElevation:
         runs = []
         for a, b in sorted(pairs):
             runs += self._scan(state, (a, b), (codes[a], codes[b]), share[a, b], hits[:, a, b], seen[:, a, b], levels, times, samples)
-        self._learn(state, trials, hits, seen, items)
+        self._learn(state, trials, hits, seen)
         return runs
 
     def _scan(self, state, pair, pair_codes, share, hits, seen, levels, times, samples) -> list[CoElevatedRun]:
@@ -146,9 +146,9 @@ class CoElevation:
             state.scans[pair] = scan
         return runs
 
-    def _learn(self, state: PairState, trials: np.ndarray, hits: np.ndarray, seen: np.ndarray, items: int) -> None:
+    def _learn(self, state: PairState, trials: np.ndarray, hits: np.ndarray, seen: np.ndarray) -> None:
         """Fold the batch into the usual shares as one forgetting update per trial would (later trials weigh more)."""
-        total = seen[-1]
+        items, total = trials.shape[1], seen[-1]
         weights = np.where(trials, self.decay ** (total[None] - seen), 0.0)
         fade = self.decay**total
         learning = state.last_p[:items, :items] >= self.alpha
