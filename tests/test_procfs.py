@@ -1,4 +1,4 @@
-"""The benchmarks' CPU accounting from /proc (streams.procfs)."""
+"""What the benchmarks read from /proc (streams.procfs): CPU seconds and children."""
 
 from __future__ import annotations
 
