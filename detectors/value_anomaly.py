@@ -7,8 +7,10 @@ values in a row; an upper CUSUM of the z-scores with a large slack (``k``, half 
 tuned for) and each z capped at ``z_cap`` (so that no single value is enough) fires when they
 add up past ``h``, typically on the second or third value after a jump. Unusual values are kept
 out of the baseline (as out-of-control points are kept out of a control chart's limits) until
-``adapt_after`` of them in a row say the level has really moved. Failing results count towards
-the CUSUM but do not fire it: each is limit exceedance's alert; non-detects carry no level.
+``adapt_after`` of them in a row say the level has really moved. A failing result is limit
+exceedance's alert, so it never fires here alone; it counts towards the CUSUM and fires it like
+any value, because a failure on top of a raised run says more than the failure itself: the
+segment's level has moved. Non-detects carry no level.
 """
 
 from __future__ import annotations
@@ -109,14 +111,14 @@ class ValueAnomaly(Detector):
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
         level, state = log_level(result), self._judged(result)
-        if level is None or state is None or result.failing:
+        if level is None or state is None:
             return []
         return self._judge(result, state, level, state.baseline.z(level), score, now)
 
     def _judge(self, result: LabResult, state: _SegmentState, level: float, z: float, score: float, now: datetime) -> list[Alert]:
         chart, baseline = state.chart, state.baseline
         cusum = max(0.0, chart.s + min(z, self.z_cap) - self.k) if chart is not None else 0.0
-        if z < self.threshold_z and cusum <= self.h:
+        if cusum <= self.h and (z < self.threshold_z or result.failing):
             return []
         run = chart.run if chart is not None and chart.run and cusum > self.h else 0  # the CUSUM's run so far
         earlier = state.recent.evidence(-run) if run else []
@@ -144,13 +146,13 @@ class ValueAnomaly(Detector):
                         if earlier
                         else f" (alert at {self.threshold_z:g})"
                     )
-                    + ". Not yet over the limit."
+                    + (". Over the limit." if result.failing else ". Not yet over the limit.")
                 ),
                 explanation_zh=(
                     f"{result.product_name}({result.manufacturer_name or '生产者不详'})检测值{result.value:.4g} {result.unit}{limit_zh},"
                     f"为近{len(baseline)}批次通常水平的{factor:.1f}倍(稳健z值{z:.1f}"
                     + (f",此前z值{zs},累积和{cusum:.1f}超过{self.h:g},水平已跃升" if earlier else "")
-                    + "),尚未超过限量。"
+                    + ("),已超过限量。" if result.failing else "),尚未超过限量。")
                 ),
                 category=result.category,
                 test_item=result.test_item,
@@ -170,7 +172,7 @@ class ValueAnomaly(Detector):
             self._learn(result, state, level)
             return []
         z = state.baseline.z(level)
-        alerts = [] if result.failing else self._judge(result, state, level, z, z_to_score(z), now)
+        alerts = self._judge(result, state, level, z, z_to_score(z), now)
         self._learn(result, state, level, z)
         if alerts and state.chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
             state.chart.reset()

@@ -205,16 +205,31 @@ def test_algorithm_a_is_robust_to_one_outlying_lab():
 # --- detectors --------------------------------------------------------------------------------
 
 
-def test_value_anomaly_fires_on_a_jump_not_on_noise_and_leaves_failures_alone():
+def test_value_anomaly_fires_on_a_jump_not_on_noise_and_not_on_a_lone_failure():
     rng = random.Random(3)
     history = [result(n, noisy(rng, 0.03)) for n in range(40)]
     detector = ValueAnomaly()
     assert run(detector, history) == []
+    lone_failure = ValueAnomaly()
+    run(lone_failure, history)
+    assert lone_failure.process_one(result(41, 0.4), T0) == []  # over the limit out of the blue: limit exceedance's alert
     (alert,) = detector.process_one(result(41, 0.15), T0)
     assert alert.detector == "value_anomaly" and alert.severity is Severity.POTENTIALLY_SERIOUS
     assert "the usual level of the last 40 results" in alert.explanation and "75 % of the limit" in alert.explanation
+    assert "Not yet over the limit" in alert.explanation and "尚未超过限量" in alert.explanation_zh
     assert detector.process_one(result(42, 0.035), T0) == []
-    assert detector.process_one(result(43, 0.4), T0) == []  # over the limit: limit exceedance's alert
+
+
+def test_value_anomaly_a_failure_on_top_of_a_raised_run_fires_as_a_jumped_level():
+    rng = random.Random(4)
+    history = [result(n, noisy(rng, 0.03, 0.3)) for n in range(40)]
+    raised = [result(41, 0.03 * math.exp(3.3 * 0.3)), result(42, 0.03 * math.exp(3.3 * 0.3))]
+    detector = ValueAnomaly(h=6.0)  # two raised values stay under h: only the failure can fire it
+    run(detector, history)
+    assert run(detector, raised) == []
+    (alert,) = detector.process_one(result(43, 0.4), T0)
+    assert "the level has jumped" in alert.explanation and "Over the limit" in alert.explanation and "已超过限量" in alert.explanation_zh
+    assert alert.evidence == [r.result_id for r in raised] + [result(43, 0.4).result_id]
 
 
 def test_value_anomaly_two_unusual_values_in_a_row_fire_where_one_does_not():
