@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 _NOT_DETECTED = math.log(0.005)  # a non-detect sits well below any measured level
 
 
+def _usual_text(level: float) -> tuple[str, str]:
+    """An item's usual level for an explanation (English, Chinese): a median at the non-detect
+    stand-in means the item is usually not detected, not that it sits at 0.5 % of its limit."""
+    if level <= _NOT_DETECTED + 1e-6:  # the stand-in, stored in single precision
+        return "not detected", "未检出"
+    return f"{100 * math.exp(level):.0f} %", f"{100 * math.exp(level):.0f}%"
+
+
 @dataclass(frozen=True, slots=True)
 class _Model:
     items: list[str]
@@ -261,14 +269,9 @@ class MultivariateAnomaly(Detector):
         if len(raised) < self.min_unusual_items:
             return None  # one unusual item alone is the value-anomaly detector's to judge
         unusual = sorted(sample, key=lambda item: sample[item] - medians.get(item, 0.0), reverse=True)[:3]
-        parts_en = ", ".join(
-            f"{test_item_name(i)} {100 * math.exp(sample[i]):.0f} % of limit (usually {100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f} %)"
-            for i in unusual
-        )
-        parts_zh = "、".join(
-            f"{test_item_name(i, 'zh')}达限量{100 * math.exp(sample[i]):.0f}%(通常{100 * math.exp(medians.get(i, _NOT_DETECTED)):.0f}%)"
-            for i in unusual
-        )
+        usual = {i: _usual_text(medians.get(i, _NOT_DETECTED)) for i in unusual}
+        parts_en = ", ".join(f"{test_item_name(i)} {100 * math.exp(sample[i]):.0f} % of limit (usually {usual[i][0]})" for i in unusual)
+        parts_zh = "、".join(f"{test_item_name(i, 'zh')}达限量{100 * math.exp(sample[i]):.0f}%(通常{usual[i][1]})" for i in unusual)
         first = results[0]
         severity = Severity.POTENTIALLY_SERIOUS if max(sample.values()) >= math.log(0.8) else Severity.NOT_SERIOUS
         where_en = segment_text(first.category, None, first.city)
@@ -308,7 +311,7 @@ class MultivariateAnomaly(Detector):
             100 * math.exp(statistics.median(s.first_level for s in run.samples)),
             100 * math.exp(statistics.median(s.second_level for s in run.samples)),
         ]
-        usual = [100 * math.exp(model.medians[run.first]), 100 * math.exp(model.medians[run.second])]
+        usual = [_usual_text(model.medians[run.first]), _usual_text(model.medians[run.second])]
         share = 100 * cluster.expected / cluster.results
         highest = max(max(s.first_level, s.second_level) for s in run.samples)
         where_en, where_zh = segment_text(code, None, None), segment_text(code, None, None, "zh")
@@ -321,13 +324,13 @@ class MultivariateAnomaly(Detector):
             title_zh=f"{where_zh}{names_zh[0]}与{names_zh[1]}多次同时偏高",
             explanation=(
                 f"{cluster.failures} of the last {cluster.results} samples had {names[0]} and {names[1]} raised together "
-                f"(typically {typical[0]:.0f} % and {typical[1]:.0f} % of their limits, usually {usual[0]:.0f} % and {usual[1]:.0f} %), "
+                f"(typically {typical[0]:.0f} % and {typical[1]:.0f} % of their limits, usually {usual[0][0]} and {usual[1][0]}), "
                 f"where {share:.1f} % of samples usually are, about {cluster.expected:.2g} expected (chance of this many or more: "
                 f"{cluster.p_value:.1g}). Two hazards rising together point to a shared cause, such as one ingredient or supplier."
             ),
             explanation_zh=(
                 f"近{cluster.results}批样品中{cluster.failures}批{names_zh[0]}与{names_zh[1]}同时偏高(中位分别达限量{typical[0]:.0f}%和"
-                f"{typical[1]:.0f}%,通常{usual[0]:.0f}%和{usual[1]:.0f}%),通常仅{share:.1f}%的样品如此,约应{cluster.expected:.2g}批"
+                f"{typical[1]:.0f}%,通常{usual[0][1]}和{usual[1][1]}),通常仅{share:.1f}%的样品如此,约应{cluster.expected:.2g}批"
                 f"(偶然出现的概率{cluster.p_value:.1g})。两项同时升高提示共同来源,如同一原料或供应商。"
             ),
             category=code,

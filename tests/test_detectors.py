@@ -25,7 +25,7 @@ from detectors.isolation import CompiledForest, _float32_at_most
 from detectors.lab_bias import LabBias, algorithm_a, fit_labs_and_makers
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
-from detectors.multivariate import MultivariateAnomaly
+from detectors.multivariate import _NOT_DETECTED, MultivariateAnomaly, _usual_text
 from detectors.silent_lab import SilentLab
 from detectors.suite import DetectorSuite
 from detectors.univariate import Cusum, Ewma, FailureScan, RateEstimate, RobustBaseline, kendall_s, trend_test, z_to_score
@@ -463,6 +463,11 @@ def test_silent_lab_judging_only_what_a_result_changed_alerts_as_judging_every_l
         everyone.learn_one(r)
         full += [(a.signal, a.last_seen, a.explanation) for a in everyone.flush(T0)]
     assert len(fast) >= 2 and fast == full
+
+
+def test_an_items_usual_level_at_the_non_detect_stand_in_reads_as_not_detected():
+    assert _usual_text(_NOT_DETECTED) == _usual_text(float(np.float32(_NOT_DETECTED))) == ("not detected", "未检出")
+    assert _usual_text(math.log(0.2)) == ("20 %", "20%") and _usual_text(math.log(0.006)) == ("1 %", "1%")
 
 
 def test_multivariate_flags_an_odd_combination_below_the_limits():
