@@ -126,7 +126,7 @@ class _Segment:
     def __init__(self) -> None:
         self.lab_names, self.maker_names = CodeTable(), CodeTable()
         self.labs, self.makers = array("i"), array("i")  # codes into the tables above
-        self.levels = array("d")
+        self.levels = array("f")
         self.oldest = 0
         self.since_fit = 0
         self.fit: LabMakerFit | None = None

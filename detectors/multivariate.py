@@ -90,22 +90,22 @@ def fit_model(
 class _Samples:
     """A category's last ``size`` samples as rows of levels, a column per item in order of first
     appearance (NaN: not in that sample): one float array per category, where a dict per sample
-    took some 500 bytes."""
+    took some 500 bytes. Single precision, like every stored level (``detectors.window``)."""
 
     __slots__ = ("size", "data", "start", "count")
 
     def __init__(self, size: int) -> None:
-        self.size, self.data, self.start, self.count = size, np.empty((0, 0)), 0, 0
+        self.size, self.data, self.start, self.count = size, np.empty((0, 0), dtype=np.float32), 0, 0
 
     def __len__(self) -> int:
         return self.count
 
     def append(self, row: list[float]) -> None:
         if len(row) > self.data.shape[1]:  # new items: NaN for the samples before
-            self.data = np.hstack([self.data, np.full((self.data.shape[0], len(row) - self.data.shape[1]), np.nan)])
+            self.data = np.hstack([self.data, np.full((self.data.shape[0], len(row) - self.data.shape[1]), np.nan, dtype=np.float32)])
         capacity = self.data.shape[0]
         if self.count == capacity and capacity < self.size:  # grow, doubling up to size
-            grown = np.full((min(self.size, max(16, 2 * capacity)), self.data.shape[1]), np.nan)
+            grown = np.full((min(self.size, max(16, 2 * capacity)), self.data.shape[1]), np.nan, dtype=np.float32)
             grown[: self.count] = self.data[: self.count]
             self.data, capacity = grown, grown.shape[0]
         if self.count < capacity:  # not yet full: start stays 0
@@ -116,8 +116,8 @@ class _Samples:
             self.start = (self.start + 1) % capacity
 
     def matrix(self) -> np.ndarray:
-        """The samples, oldest first (a copy)."""
-        return np.roll(self.data[: self.count], -self.start, axis=0)
+        """The samples, oldest first (a copy, in double precision for the fit's arithmetic)."""
+        return np.roll(self.data[: self.count], -self.start, axis=0).astype(np.float64)
 
 
 @dataclass(slots=True)

@@ -79,8 +79,8 @@ def median_absolute_deviation(ordered: Sequence[float], centre: float) -> float:
 class RobustBaseline:
     """Median and MAD of the last ``window`` values, kept sorted for O(window) updates.
 
-    Values live in arrays of doubles (8 bytes a value, where a list of floats takes 32): there is
-    one baseline per segment and detector. Median and scale are computed once per update, since
+    Values live in arrays of 4-byte floats (a list of Python floats takes 32 bytes a value; see
+    ``detectors.window`` on the precision): there is one baseline per segment and detector. Median and scale are computed once per update, since
     detectors ask for them several times a result."""
 
     __slots__ = ("window", "min_scale", "_recent", "_sorted", "_median", "_scale")
@@ -88,8 +88,8 @@ class RobustBaseline:
     def __init__(self, window: int = 60, min_scale: float = 0.05) -> None:
         self.window = window
         self.min_scale = min_scale  # floor on the scale: identical values must not make every change infinite
-        self._recent = array("d")  # arrival order; popping the oldest moves a few hundred bytes
-        self._sorted = array("d")
+        self._recent = array("f")  # arrival order; popping the oldest moves a few hundred bytes
+        self._sorted = array("f")
         self._median: float | None = None
         self._scale: float | None = None
 
@@ -103,7 +103,7 @@ class RobustBaseline:
         self._recent.append(x)
         bisect.insort(self._sorted, x)
         if not full and len(self._recent) == self.window:  # just filled: copies without the spare room growing left
-            self._recent, self._sorted = array("d", self._recent), array("d", self._sorted)
+            self._recent, self._sorted = array("f", self._recent), array("f", self._sorted)
         self._median = self._scale = None
 
     @property

@@ -87,7 +87,7 @@ def test_robust_baseline_quantile_is_the_nearest_rank_below_of_its_window():
     baseline, values = RobustBaseline(window=200), []
     assert math.isnan(baseline.quantile(0.99))
     for _ in range(450):
-        x = rng.expovariate(1.0)
+        x = float(np.float32(rng.expovariate(1.0)))  # stored in single precision: a value it holds exactly
         baseline.learn_one(x)
         values = (values + [x])[-200:]
         ordered = sorted(values)
@@ -100,13 +100,13 @@ def test_a_full_robust_baseline_keeps_its_last_values_in_arrays_that_never_grow_
     baseline, values = RobustBaseline(window=60), []
     sizes = set()
     for n in range(500):
-        x = rng.choice([rng.gauss(0, 1), 0.5])  # ties too: the value leaving and the one arriving may be equal
+        x = float(np.float32(rng.choice([rng.gauss(0, 1), 0.5])))  # ties too: the value leaving and the one arriving may be equal
         baseline.learn_one(x)
         values = (values + [x])[-60:]
         assert list(baseline._recent) == values and list(baseline._sorted) == sorted(values)
         if n >= 59:
             sizes.add((sys.getsizeof(baseline._recent), sys.getsizeof(baseline._sorted)))
-    assert sizes == {(sys.getsizeof(array("d", values)),) * 2}, "full: exactly the window's size, however often it turns over"
+    assert sizes == {(sys.getsizeof(array("f", values)),) * 2}, "full: exactly the window's size, however often it turns over"
 
 
 def test_z_to_score_is_a_probability_scale():
