@@ -80,8 +80,9 @@ class RobustBaseline:
     """Median and MAD of the last ``window`` values, kept sorted for O(window) updates.
 
     Values live in arrays of 4-byte floats (a list of Python floats takes 32 bytes a value; see
-    ``detectors.window`` on the precision): there is one baseline per segment and detector. Median and scale are computed once per update, since
-    detectors ask for them several times a result."""
+    ``detectors.window`` on the precision): there is one baseline per segment and detector.
+    Median and scale are computed once per update, since detectors ask for them several times a
+    result."""
 
     __slots__ = ("window", "min_scale", "_recent", "_sorted", "_median", "_scale")
 

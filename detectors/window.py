@@ -8,10 +8,10 @@ synthetic flag) and the detector's numbers in single precision. Alerts, which ar
 ``Evidence`` back from the columns on demand.
 
 Stored numbers (here, in robust baselines, lab bias's ring and the multivariate reference) are
-4-byte floats: they are log levels of lab results reported to at most 5 significant digits, and
-a float keeps 7, so storing one loses nothing the lab measured (a 60,000-report backtest gives
-the same alerts, ids, evidence and explanations as with doubles; only some scores move in the
-seventh digit). Arithmetic on them stays in double precision.
+4-byte floats: they are log levels of lab results reported to a few significant digits, and a
+float keeps about 7, so storing one loses nothing the lab measured (a 60,000-report backtest gives
+the same alerts, ids and evidence as with doubles; some scores move in the seventh digit, and a
+median on a rounding edge can print one percent apart). Arithmetic on them stays in double precision.
 """
 
 from __future__ import annotations
