@@ -1,11 +1,14 @@
-"""A segment's recent results in columns, for the detectors that keep windows of them.
+"""A segment's recent results in packed records, for the detectors that keep windows of them.
 
 A window entry used to be a tuple of numbers and an ``Evidence`` object holding a 36-character
 id string and a ``datetime``: some 300 bytes, kept per entry, per segment and per detector,
-which made up most of a worker's memory. Here an entry is one packed 28-byte record (the id's 16
-bytes, the sampling time in epoch microseconds, a code for its (city, lab) pair with the
-synthetic flag) and the detector's numbers in single precision. Alerts, which are rare, get their
-``Evidence`` back from the columns on demand.
+which made up most of a worker's memory. Here an entry is one packed record in a single
+``bytearray``: the id's 16 bytes, the sampling time in whole seconds since the epoch (4 bytes,
+until 2106), a 2-byte code for its (city, lab) pair with the synthetic flag, then the
+detector's numbers in single precision; 22 bytes and 4 a number. An entry that does not fit
+(an id that is not a UUID, a time with a fraction of a second or outside that range, a place
+past the 32,767th) keeps its ``Evidence`` whole beside the records. Alerts, which are rare, get
+their ``Evidence`` back from the records on demand.
 
 Stored numbers (here, in robust baselines, lab bias's ring and the multivariate reference) are
 4-byte floats: they are log levels of lab results reported to a few significant digits, and a
@@ -16,15 +19,29 @@ median on a rounding edge can print one percent apart). Arithmetic on them stays
 
 from __future__ import annotations
 
+import functools
 import struct
-from array import array
 from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 
 from schemas.results import LabResult, uuid_text
 
-_RECORD = struct.Struct("<16sqI")  # id, sampled_at in µs since the epoch, place code << 1 | synthetic
+_RECORD = struct.Struct("<16sIH")  # id, sampled_at in seconds since the epoch, place code << 1 | synthetic
+_PLACE_CODES = 1 << 15  # codes that fit the record's 15 bits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def _layout(width: int) -> tuple[struct.Struct, struct.Struct]:
+    """A whole entry of ``width`` numbers, and its numbers alone (read at the record's end)."""
+    return struct.Struct(f"<16sIH{width}f"), struct.Struct(f"<{width}f")
+
+
+@functools.cache
+def _column(width: int, index: int) -> struct.Struct:
+    """Number ``index`` of an entry, skipping the rest: for ``iter_unpack`` over the records."""
+    before, after = _RECORD.size + 4 * index, 4 * (width - index - 1)
+    return struct.Struct(f"<{before}xf{after}x")
 
 
 class CodeTable:
@@ -59,6 +76,17 @@ def _pack_id(result_id: str) -> bytes | None:
     return packed if len(packed) == 16 and packed.hex() == compact else None
 
 
+def _pack(result: LabResult) -> tuple[bytes | None, int, int]:
+    """A result's id, time and place as a record holds them; None for the id when one of them does not fit."""
+    packed = _pack_id(result.result_id)
+    at = result.sampled_at - _EPOCH
+    seconds = at.days * 86400 + at.seconds
+    place = _PLACES.code((result.city, result.lab_id))
+    if packed is None or at.microseconds or not 0 <= seconds < 1 << 32 or place >= _PLACE_CODES:
+        return None, 0, 0
+    return packed, seconds, place << 1 | result.synthetic
+
+
 class Evidence:
     """What an alert needs of a result it cites (id, time, city, lab, synthetic)."""
 
@@ -71,54 +99,47 @@ class Evidence:
 class Window:
     """The last ``maxlen`` results of a segment, each with ``width`` numbers, oldest first.
 
-    A ring: once full, the newest entry overwrites the oldest in place, and the columns are
-    copied once to their exact size (growing them left up to an eighth spare). Ids that are
-    not UUID-shaped (hand-made results in a notebook, say) are kept as text beside the records,
-    so any id round-trips. Place codes belong to the process: a pickled window carries its
-    places by name.
+    A ring: once full, the newest entry overwrites the oldest in place, and the records are
+    copied once to their exact size (growing them left up to an eighth spare). Place codes
+    belong to the process: a pickled window carries its places by name.
     """
 
-    __slots__ = ("maxlen", "width", "_records", "_numbers", "_oldest", "_added", "_odd_ids")
+    __slots__ = ("maxlen", "width", "_entries", "_oldest", "_added", "_unpacked")
 
     def __init__(self, maxlen: int, width: int = 1) -> None:
         self.maxlen, self.width = maxlen, width
-        self._records = bytearray()
-        self._numbers = array("f")
+        self._entries = bytearray()
         self._oldest = 0  # the slot of the oldest entry once the ring is full
         self._added = 0  # entries ever appended: the absolute position of the next one
-        self._odd_ids: dict[int, str] | None = None  # absolute position → id, for ids that are not UUIDs
+        self._unpacked: dict[int, Evidence] | None = None  # absolute position → the evidence of an entry that does not fit a record
 
     def __len__(self) -> int:
-        return len(self._records) // _RECORD.size
+        return len(self._entries) // _layout(self.width)[0].size
 
     def append(self, result: LabResult, *numbers: float) -> tuple[float, ...] | None:
         """Add a result with its numbers; returns the numbers of the entry this evicted, if any."""
-        packed = _pack_id(result.result_id)
+        entry, stored = _layout(self.width)
+        packed, seconds, place = _pack(result)
+        if self._unpacked and self._added - self.maxlen in self._unpacked:
+            del self._unpacked[self._added - self.maxlen]  # its entry leaves now
         if packed is None:
-            if self._odd_ids is None:
-                self._odd_ids = {}
-            self._odd_ids[self._added] = result.result_id
-            packed = bytes(16)
+            if self._unpacked is None:
+                self._unpacked = {}
+            self._unpacked[self._added] = Evidence(
+                result.result_id, result.sampled_at.astimezone(UTC), result.city, result.lab_id, result.synthetic
+            )
+            packed, seconds, place = bytes(16), 0, 0
         self._added += 1
-        at = result.sampled_at - _EPOCH
-        micros = (at.days * 86400 + at.seconds) * 1_000_000 + at.microseconds
-        place = _PLACES.code((result.city, result.lab_id)) << 1 | result.synthetic
-        count = len(self._records) // _RECORD.size
+        count = len(self._entries) // entry.size
         if count < self.maxlen:
-            self._records += _RECORD.pack(packed, micros, place)
-            self._numbers.extend(numbers)
+            self._entries += entry.pack(packed, seconds, place, *numbers)
             if count + 1 == self.maxlen:  # full from now on: drop the spare room growing left
-                self._records, self._numbers = bytearray(self._records), array("f", self._numbers)
+                self._entries = bytearray(self._entries)
             return None
-        slot, width = self._oldest, self.width
+        slot = self._oldest
         self._oldest = (slot + 1) % self.maxlen
-        if self._odd_ids:
-            self._odd_ids.pop(self._added - 1 - self.maxlen, None)
-        _RECORD.pack_into(self._records, slot * _RECORD.size, packed, micros, place)
-        first, stored = slot * width, self._numbers
-        evicted = tuple(stored[first + i] for i in range(width)) if width > 1 else (stored[first],)
-        for i, number in enumerate(numbers):
-            stored[first + i] = number
+        evicted = stored.unpack_from(self._entries, slot * entry.size + _RECORD.size)
+        entry.pack_into(self._entries, slot * entry.size, packed, seconds, place, *numbers)
         return evicted
 
     def _slots(self, start: int = 0) -> range | list[int]:
@@ -131,23 +152,35 @@ class Window:
 
     def column(self, index: int = 0) -> list[float]:
         """One number of every entry, oldest first."""
-        values = self._numbers[index :: self.width].tolist()
+        values = [value for (value,) in _column(self.width, index).iter_unpack(self._entries)]
         return values[self._oldest :] + values[: self._oldest] if self._oldest else values
 
     def evidence(self, start: int = 0) -> list[Evidence]:
         """The entries from ``start`` (negative counts from the newest) to the newest, as ``Evidence``."""
         out = []
-        count = len(self)
+        size = _layout(self.width)[0].size
         for slot in self._slots(start):
-            packed, micros, place = _RECORD.unpack_from(self._records, slot * _RECORD.size)
-            absolute = self._added - count + (slot - self._oldest) % count
-            odd = self._odd_ids.get(absolute) if self._odd_ids else None
+            whole = self._unpacked.get(self._absolute(slot)) if self._unpacked else None
+            if whole is not None:
+                out.append(whole)
+                continue
+            packed, seconds, place = _RECORD.unpack_from(self._entries, slot * size)
             city, lab_id = _PLACES.names[place >> 1]
-            out.append(Evidence(odd or uuid_text(packed), _EPOCH + timedelta(microseconds=micros), city, lab_id, bool(place & 1)))
+            out.append(Evidence(uuid_text(packed), _EPOCH + timedelta(seconds=seconds), city, lab_id, bool(place & 1)))
         return out
 
+    def _absolute(self, slot: int) -> int:
+        """The absolute position of the entry in physical ``slot``."""
+        count = len(self)
+        return self._added - count + (slot - self._oldest) % count
+
+    def _packed_slots(self) -> list[int]:
+        """The slots whose entries live in their records (not kept whole)."""
+        return [slot for slot in range(len(self)) if not (self._unpacked and self._absolute(slot) in self._unpacked)]
+
     def __getstate__(self) -> dict:
-        codes = {place >> 1 for _, _, place in _RECORD.iter_unpack(self._records)}
+        size = _layout(self.width)[0].size
+        codes = {_RECORD.unpack_from(self._entries, slot * size)[2] >> 1 for slot in self._packed_slots()}
         state = {name: getattr(self, name) for name in self.__slots__}
         return {**state, "places": {code: _PLACES.names[code] for code in codes}}  # by name: codes are this process's
 
@@ -156,6 +189,16 @@ class Window:
         for name, value in state.items():
             setattr(self, name, value)
         here = {code: _PLACES.code(place) for code, place in places.items()}
-        for offset in range(0, len(self._records), _RECORD.size):
-            packed, micros, place = _RECORD.unpack_from(self._records, offset)
-            _RECORD.pack_into(self._records, offset, packed, micros, here[place >> 1] << 1 | place & 1)
+        size = _layout(self.width)[0].size
+        for slot in self._packed_slots():
+            packed, seconds, place = _RECORD.unpack_from(self._entries, slot * size)
+            code = here[place >> 1]
+            if code < _PLACE_CODES:
+                _RECORD.pack_into(self._entries, slot * size, packed, seconds, code << 1 | place & 1)
+                continue
+            if self._unpacked is None:  # this process knows more places than a record can name: keep the entry whole
+                self._unpacked = {}
+            city, lab_id = places[place >> 1]
+            self._unpacked[self._absolute(slot)] = Evidence(
+                uuid_text(packed), _EPOCH + timedelta(seconds=seconds), city, lab_id, bool(place & 1)
+            )

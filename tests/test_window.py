@@ -76,3 +76,46 @@ def test_a_pickled_window_names_its_places_so_another_process_reads_them_right(m
     assert [e.result_id for e in copy.evidence()] == [result(n).result_id for n in range(3)] and copy.column() == [0.0, 1.0, 2.0]
     copy.append(result(3), 3.0)  # filling it up keeps everything
     assert [e.lab_id for e in copy.evidence()] == ["ZBQI", "JNQI", "ZBQI", "ZBQI"] and len(copy) == 4
+
+
+def test_entries_that_do_not_fit_a_record_are_kept_whole_and_leave_with_their_entry(monkeypatch):
+    crowded = window_module.CodeTable()
+    crowded.code(("zibo", "ZBQI"))
+    while len(crowded.names) < window_module._PLACE_CODES:  # a process that already knows as many places as a record can name
+        crowded.code(("city", f"LAB-{len(crowded.names)}"))
+    monkeypatch.setattr(window_module, "_PLACES", crowded)
+    window = Window(maxlen=3)
+    odd = [
+        dataclasses.replace(result(0), sampled_at=datetime(1969, 12, 31, 23, 0, tzinfo=UTC)),  # before the epoch
+        dataclasses.replace(result(1), sampled_at=datetime(2107, 1, 1, tzinfo=UTC)),  # past 4-byte seconds
+        dataclasses.replace(result(2), city="weihai", lab_id="WHQI"),  # the 32,769th place
+    ]
+    for n, r in enumerate(odd):
+        window.append(r, float(n))
+    back = window.evidence()
+    assert sorted(window._unpacked) == [0, 1, 2]
+    assert [(e.result_id, e.sampled_at, e.city, e.lab_id) for e in back] == [(r.result_id, r.sampled_at, r.city, r.lab_id) for r in odd]
+    copy = pickle.loads(pickle.dumps(window))
+    assert [e.sampled_at for e in copy.evidence()] == [r.sampled_at for r in odd] and copy.column() == [0.0, 1.0, 2.0]
+    for n in range(3, 6):  # ordinary results in a known place push them out, and nothing is kept for them any more
+        window.append(dataclasses.replace(result(n), city="city", lab_id="LAB-7"), float(n))
+    assert window._unpacked == {} and [e.result_id for e in window.evidence()] == [result(n).result_id for n in range(3, 6)]
+    assert [e.lab_id for e in window.evidence()] == ["LAB-7"] * 3
+
+
+def test_a_window_read_by_a_process_that_knows_too_many_places_keeps_those_entries_whole(monkeypatch):
+    window = Window(maxlen=2)
+    window.append(dataclasses.replace(result(0), city="weihai", lab_id="WHQI"), 0.0)
+    window.append(result(1), 1.0)
+    payload = pickle.dumps(window)
+    crowded = window_module.CodeTable()
+    crowded.code(("zibo", "ZBQI"))
+    for n in range(window_module._PLACE_CODES):
+        crowded.code(("city", f"LAB-{n}"))
+    monkeypatch.setattr(window_module, "_PLACES", crowded)
+    copy = pickle.loads(payload)
+    assert [(e.result_id, e.city, e.lab_id) for e in copy.evidence()] == [
+        (result(0).result_id, "weihai", "WHQI"),
+        (result(1).result_id, result(1).city, result(1).lab_id),
+    ]
+    assert [e.sampled_at for e in copy.evidence()] == [result(0).sampled_at, result(1).sampled_at]
