@@ -79,61 +79,71 @@ def median_absolute_deviation(ordered: Sequence[float], centre: float) -> float:
 class RobustBaseline:
     """Median and MAD of the last ``window`` values, kept sorted for O(window) updates.
 
-    Values live in arrays of 4-byte floats (a list of Python floats takes 32 bytes a value; see
+    Values live in one array of 4-byte floats, the last values in arrival order and then the same
+    values sorted (a list of Python floats takes 32 bytes a value, a second array 64 more; see
     ``detectors.window`` on the precision): there is one baseline per segment and detector.
     Median and scale are computed once per update, since detectors ask for them several times a
     result."""
 
-    __slots__ = ("window", "min_scale", "_recent", "_sorted", "_median", "_scale")
+    __slots__ = ("window", "min_scale", "_values", "_median", "_scale")
 
     def __init__(self, window: int = 60, min_scale: float = 0.05) -> None:
         self.window = window
         self.min_scale = min_scale  # floor on the scale: identical values must not make every change infinite
-        self._recent = array("f")  # arrival order; popping the oldest moves a few hundred bytes
-        self._sorted = array("f")
+        self._values = array("f")  # n values in arrival order, then the n sorted; popping the oldest moves a few hundred bytes
         self._median: float | None = None
         self._scale: float | None = None
 
     def __len__(self) -> int:
-        return len(self._recent)
+        return len(self._values) // 2
 
     def learn_one(self, x: float) -> None:
-        full = len(self._recent) == self.window
-        if full:  # the oldest leaves first, so that a full window's arrays never grow again
-            del self._sorted[bisect.bisect_left(self._sorted, self._recent.pop(0))]
-        self._recent.append(x)
-        bisect.insort(self._sorted, x)
-        if not full and len(self._recent) == self.window:  # just filled: copies without the spare room growing left
-            self._recent, self._sorted = array("f", self._recent), array("f", self._sorted)
+        values, n = self._values, len(self._values) // 2
+        full = n == self.window
+        if full:  # the oldest leaves both halves first, so that a full window's array never grows again
+            del values[bisect.bisect_left(values, values[0], n, 2 * n)]
+            del values[0]
+            n -= 1
+        values.insert(n, x)
+        bisect.insort(values, x, n + 1, 2 * n + 1)
+        if not full and n + 1 == self.window:  # just filled: a copy without the spare room growing left
+            self._values = array("f", values)
         self._median = self._scale = None
+
+    def _sorted(self) -> memoryview:
+        """The sorted half, without a copy (release it before the next update)."""
+        return memoryview(self._values)[len(self._values) // 2 :]
 
     @property
     def median(self) -> float:
         if self._median is None:
-            if not self._sorted:
+            if not self._values:
                 return math.nan
-            self._median = sorted_median(self._sorted)
+            with self._sorted() as ordered:
+                self._median = sorted_median(ordered)
         return self._median
 
     @property
     def scale(self) -> float:
         """Robust standard deviation: 1.4826 × MAD, floored at min_scale."""
         if self._scale is None:
-            if not self._sorted:
+            if not self._values:
                 return math.nan
-            self._scale = max(_MAD_TO_SIGMA * median_absolute_deviation(self._sorted, self.median), self.min_scale)
+            median = self.median
+            with self._sorted() as ordered:
+                self._scale = max(_MAD_TO_SIGMA * median_absolute_deviation(ordered, median), self.min_scale)
         return self._scale
 
     def quantile(self, q: float) -> float:
         """The window's value at rank ``int(q × n)`` in sorted order (no interpolation; nan for none)."""
-        n = len(self._sorted)
-        return self._sorted[min(n - 1, int(q * n))] if n else math.nan
+        n = len(self)
+        return self._values[n + min(n - 1, int(q * n))] if n else math.nan
 
     def z(self, x: float) -> float:
         return (x - self.median) / self.scale
 
     def score_one(self, x: float) -> float:
-        return z_to_score(self.z(x)) if self._sorted else 0.0
+        return z_to_score(self.z(x)) if self._values else 0.0
 
 
 @dataclass(slots=True)
