@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
-from detectors.univariate import Cusum, Ewma, RobustBaseline, kendall_s, trend_test
+from detectors.univariate import RobustBaseline, cusum_step, ewma_limit, ewma_step, kendall_s, trend_test
 from detectors.window import Window
 from schemas.results import Alert, LabResult, Severity
 
@@ -27,11 +27,14 @@ Segment = tuple[str, str, str]
 
 @dataclass(slots=True)
 class _SegmentState:
+    """A segment's levels and charts; the charts are numbers here, not ``Cusum`` and ``Ewma`` objects (~130 bytes a segment)."""
+
     recent: Window  # the levels not yet in the reference, with their results
     reference: RobustBaseline
-    cusum: Cusum
-    ewma: Ewma
     alliance: RobustBaseline  # the category × item's reference over every city, shared
+    cusum: float = 0.0  # the upper CUSUM's S
+    ewma: float = 0.0
+    charted: int = 0  # z-scores charted so far (the EWMA's t)
 
 
 class LimitDrift(Detector):
@@ -70,8 +73,6 @@ class LimitDrift(Detector):
             state = self.segments[key] = _SegmentState(
                 recent=Window(self.recent),
                 reference=RobustBaseline(self.reference, 0.1),
-                cusum=Cusum(self.cusum_k, self.cusum_h),
-                ewma=Ewma(self.ewma_lambda, self.ewma_width),
                 alliance=alliance,
             )
         return state
@@ -91,8 +92,9 @@ class LimitDrift(Detector):
 
     def _learn(self, state: _SegmentState, result: LabResult, level: float, z: float | None) -> None:
         if z is not None:
-            state.cusum.update(z)
-            state.ewma.update(z)
+            state.cusum = cusum_step(state.cusum, z, self.cusum_k)
+            state.ewma = ewma_step(state.ewma, z, self.ewma_lambda)
+            state.charted += 1
         evicted = state.recent.append(result, level)
         if evicted is not None:
             (old_level,) = evicted
@@ -100,7 +102,7 @@ class LimitDrift(Detector):
             state.alliance.learn_one(old_level)
 
     def _score(self, state: _SegmentState, z: float) -> float:
-        return min(1.0, max(0.0, state.cusum.s + z - self.cusum_k) / (2 * self.cusum_h))
+        return min(1.0, cusum_step(state.cusum, z, self.cusum_k) / (2 * self.cusum_h))
 
     def score_one(self, result: LabResult) -> float:
         level = log_level(result)
@@ -128,12 +130,10 @@ class LimitDrift(Detector):
         return self._judge(result, state, level, z, score, now)
 
     def _judge(self, result: LabResult, state: _SegmentState, level: float, z: float, score: float, now: datetime) -> list[Alert]:
-        cusum = max(0.0, state.cusum.s + z - self.cusum_k)
-        ewma = self.ewma_lambda * z + (1 - self.ewma_lambda) * state.ewma.value
-        ewma_limit = self.ewma_width * math.sqrt(
-            self.ewma_lambda / (2 - self.ewma_lambda) * (1 - (1 - self.ewma_lambda) ** (2 * (state.ewma.t + 1)))
-        )
-        if cusum <= self.cusum_h and ewma <= ewma_limit:
+        cusum = cusum_step(state.cusum, z, self.cusum_k)
+        ewma = ewma_step(state.ewma, z, self.ewma_lambda)
+        limit = ewma_limit(self.ewma_lambda, self.ewma_width, state.charted + 1)
+        if cusum <= self.cusum_h and ewma <= limit:
             return []
         window = [*state.recent.column(), level]
         if len(window) < 8 or kendall_s(window) <= 0:
@@ -141,7 +141,7 @@ class LimitDrift(Detector):
         trend = trend_test(window)
         if trend.p_value >= self.alpha or trend.slope <= 0 or trend.level < self.min_level:
             return []
-        return [self._firing(result, state, trend, cusum, ewma, ewma_limit, score, now)]
+        return [self._firing(result, state, trend, cusum, ewma, limit, score, now)]
 
     def _firing(self, result, state, trend, cusum, ewma, ewma_limit, score, now) -> Alert:
         start = math.exp(trend.level - trend.slope * len(state.recent))

@@ -146,6 +146,24 @@ class RobustBaseline:
         return z_to_score(self.z(x)) if self._values else 0.0
 
 
+def cusum_step(s: float, z: float, k: float) -> float:
+    """An upper CUSUM's S after one more standardised value: max(0, S + z − k).
+
+    For detectors that keep S in their segment's state: a ``Cusum`` object per segment costs
+    ~64 bytes more than the float."""
+    return max(0.0, s + z - k)
+
+
+def ewma_step(value: float, z: float, lam: float) -> float:
+    """An EWMA after one more standardised value: λz + (1 − λ)·value."""
+    return lam * z + (1 - lam) * value
+
+
+def ewma_limit(lam: float, width: float, t: int) -> float:
+    """The EWMA chart's exact limit after ``t`` values: L·sqrt(λ/(2−λ)·(1−(1−λ)^{2t}))."""
+    return width * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * t)))
+
+
 @dataclass(slots=True)
 class Cusum:
     """Upper one-sided CUSUM: S = max(0, S + z − k); signals when S > h (in standard deviations)."""
@@ -156,7 +174,7 @@ class Cusum:
     run: int = 0  # consecutive updates with S > 0
 
     def update(self, z: float) -> bool:
-        self.s = max(0.0, self.s + z - self.k)
+        self.s = cusum_step(self.s, z, self.k)
         self.run = self.run + 1 if self.s > 0 else 0
         return self.s > self.h
 
@@ -175,12 +193,12 @@ class Ewma:
 
     def update(self, z: float) -> bool:
         self.t += 1
-        self.value = self.lam * z + (1 - self.lam) * self.value
+        self.value = ewma_step(self.value, z, self.lam)
         return self.value > self.limit
 
     @property
     def limit(self) -> float:
-        return self.width * math.sqrt(self.lam / (2 - self.lam) * (1 - (1 - self.lam) ** (2 * self.t)))
+        return ewma_limit(self.lam, self.width, self.t)
 
     def reset(self) -> None:
         self.value, self.t = 0.0, 0

@@ -19,7 +19,7 @@ import math
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
-from detectors.univariate import Cusum, RobustBaseline, z_to_score
+from detectors.univariate import RobustBaseline, cusum_step, z_to_score
 from detectors.window import Window
 from schemas.results import Alert, LabResult, Severity
 
@@ -30,15 +30,17 @@ class _SegmentState:
     """One segment's baseline and, once it has ``min_history`` values, its CUSUM and that run's results.
 
     One object per segment rather than an entry per segment in four dicts: one look-up a result,
-    one key kept, and nothing held for the levels kept out of the baseline while there are none."""
+    one key kept, and nothing held for the levels kept out of the baseline while there are none.
+    The CUSUM is two numbers here rather than a ``Cusum`` object (~50 bytes a segment)."""
 
-    __slots__ = ("baseline", "chart", "recent", "held")
+    __slots__ = ("baseline", "recent", "held", "cusum", "run")
 
     def __init__(self, baseline: RobustBaseline) -> None:
         self.baseline = baseline
-        self.chart: Cusum | None = None
         self.recent: Window | None = None  # the last results and their z, newest last: the CUSUM run's evidence
         self.held: list[float] | None = None  # unusual levels kept out of the baseline
+        self.cusum = 0.0  # the upper CUSUM's S
+        self.run = 0  # consecutive results with S > 0
 
 
 class ValueAnomaly(Detector):
@@ -87,9 +89,10 @@ class ValueAnomaly(Detector):
             return
         if z is None:
             z = baseline.z(level)
-        if state.chart is None:
-            state.chart, state.recent = Cusum(self.k, self.h), Window(self.adapt_after)
-        state.chart.update(min(z, self.z_cap))
+        if state.recent is None:
+            state.recent = Window(self.adapt_after)
+        state.cusum = cusum_step(state.cusum, min(z, self.z_cap), self.k)
+        state.run = state.run + 1 if state.cusum > 0 else 0
         state.recent.append(result, z)
         if z < self.hold_z:
             state.held = None
@@ -116,11 +119,11 @@ class ValueAnomaly(Detector):
         return self._judge(result, state, level, state.baseline.z(level), score, now)
 
     def _judge(self, result: LabResult, state: _SegmentState, level: float, z: float, score: float, now: datetime) -> list[Alert]:
-        chart, baseline = state.chart, state.baseline
-        cusum = max(0.0, chart.s + min(z, self.z_cap) - self.k) if chart is not None else 0.0
+        baseline = state.baseline
+        cusum = cusum_step(state.cusum, min(z, self.z_cap), self.k)
         if cusum <= self.h and (z < self.threshold_z or result.failing):
             return []
-        run = chart.run if chart is not None and chart.run and cusum > self.h else 0  # the CUSUM's run so far
+        run = state.run if cusum > self.h else 0  # the CUSUM's run so far
         earlier = state.recent.evidence(-run) if run else []
         zs = ", ".join(f"{earlier_z:.1f}" for earlier_z in state.recent.column()[-run:]) if run else ""
         usual = baseline.median
@@ -174,8 +177,8 @@ class ValueAnomaly(Detector):
         z = state.baseline.z(level)
         alerts = self._judge(result, state, level, z, z_to_score(z), now)
         self._learn(result, state, level, z)
-        if alerts and state.chart.s > self.h:  # the CUSUM fired: a new alert needs fresh evidence
-            state.chart.reset()
+        if alerts and state.cusum > self.h:  # the CUSUM fired: a new alert needs fresh evidence
+            state.cusum, state.run = 0.0, 0
         return alerts
 
     def reset(self) -> None:
