@@ -31,7 +31,7 @@ from datetime import datetime
 import numpy as np
 
 from detectors.base import Detector, firing, log_level, segment_text
-from detectors.univariate import Cusum, fstdev
+from detectors.univariate import cusum_step, fstdev
 from detectors.window import CodeTable, Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
@@ -123,9 +123,10 @@ class _Segment:
 
     __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "oldest", "since_fit", "fit", "by_lab")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         self.lab_names, self.maker_names = CodeTable(), CodeTable()
-        self.labs, self.makers = array("i"), array("i")  # codes into the tables above
+        codes = "H" if 2 * size < 1 << 16 else "I"  # codes stay ≤ 2 × size (``_forget_departed``)
+        self.labs, self.makers = array(codes), array(codes)  # codes into the tables above
         self.levels = array("f")
         self.oldest = 0
         self.since_fit = 0
@@ -163,18 +164,25 @@ class _Segment:
 
 
 class _Lab:
-    """One lab on one segment: its recent differences from the model, its two CUSUMs."""
+    """One lab on one segment: its recent differences from the model, and the S and run of its two
+    CUSUMs, as numbers (two ``Cusum`` objects a lab took ~100 bytes more)."""
 
-    __slots__ = ("differences", "high", "low")
+    __slots__ = ("differences", "high", "low", "high_run", "low_run")
 
-    def __init__(self, window: int, k: float, h: float) -> None:
+    def __init__(self, window: int) -> None:
         self.differences = Window(window)  # each result's difference (log units, after its maker)
-        self.high, self.low = Cusum(k, h), Cusum(k, h)
+        self.restart()
+
+    def chart(self, z: float, k: float) -> None:
+        """One standardised difference on both charts: higher than the peers, and lower."""
+        self.high, self.low = cusum_step(self.high, z, k), cusum_step(self.low, -z, k)
+        self.high_run = self.high_run + 1 if self.high > 0 else 0
+        self.low_run = self.low_run + 1 if self.low > 0 else 0
 
     def restart(self) -> None:
         """Both charts from zero: after a signal, new evidence is needed for the next one."""
-        self.high.reset()
-        self.low.reset()
+        self.high = self.low = 0.0
+        self.high_run = self.low_run = 0
 
 
 class LabBias(Detector):
@@ -209,10 +217,10 @@ class LabBias(Detector):
         key = (result.category, result.test_item)
         segment = self.segments.get(key)
         if segment is None:
-            segment = self.segments[key] = _Segment()
+            segment = self.segments[key] = _Segment(self.segment_window)
         lab = segment.by_lab.get(result.lab_id)
         if lab is None:
-            lab = segment.by_lab[result.lab_id] = _Lab(self.window, self.k, self.h)
+            lab = segment.by_lab[result.lab_id] = _Lab(self.window)
         maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
         signal = False
         fit = segment.fit
@@ -220,7 +228,8 @@ class LabBias(Detector):
             difference = level - fit.level - fit.makers.get(maker_id, 0.0)
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.differences.append(result, difference)
-            signal = lab.high.update(z) | lab.low.update(-z)
+            lab.chart(z, self.k)
+            signal = lab.high > self.h or lab.low > self.h
         segment.add(result.lab_id, maker_id, level, self.segment_window)
         if segment.since_fit >= self.refit_every and len(segment.levels) >= self.min_labs * self.min_results:
             segment.refit(self.maker_prior, self.min_results)
@@ -233,7 +242,7 @@ class LabBias(Detector):
     def score_one(self, result: LabResult) -> float:
         segment = self.segments.get((result.category, result.test_item))
         lab = segment.by_lab.get(result.lab_id) if segment else None
-        return min(1.0, max(lab.high.s, lab.low.s) / self.h) if lab else 0.0
+        return min(1.0, max(lab.high, lab.low) / self.h) if lab else 0.0
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
         return []  # judged after learning, in process_one
@@ -243,9 +252,9 @@ class LabBias(Detector):
             return []
         key = (result.category, result.test_item)
         lab = self.segments[key].by_lab[result.lab_id]
-        chart = lab.high if lab.high.s > self.h else lab.low
-        run = max(1, min(chart.run, len(lab.differences)))
-        alert = self._firing(key, result.lab_id, lab, run, higher=chart is lab.high, now=now)
+        higher = lab.high > self.h
+        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab.differences)))
+        alert = self._firing(key, result.lab_id, lab, run, higher=higher, now=now)
         lab.restart()
         return [alert]
 

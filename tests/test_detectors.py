@@ -409,7 +409,7 @@ def test_lab_bias_forgets_makers_that_left_its_window_without_changing_its_fit()
             pass
 
     forgetting, remembering = LabBias(segment_window=200), LabBias(segment_window=200)
-    remembering_segment = remembering.segments[("food/grain_products/rice", "cadmium")] = Remembering()
+    remembering_segment = remembering.segments[("food/grain_products/rice", "cadmium")] = Remembering(200)
     alerts, unbounded = run(forgetting, stream), run(remembering, stream)
     segment = forgetting.segments[("food/grain_products/rice", "cadmium")]
     assert len(segment.maker_names.names) <= 2 * 200 < len(remembering_segment.maker_names.names) == 1500
