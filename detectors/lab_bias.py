@@ -60,21 +60,34 @@ _BACKFITTING_ROUNDS = 10
 
 @dataclass(frozen=True, slots=True)
 class LabMakerFit:
-    """The fitted two-way model of one category × item."""
+    """The fitted two-way model of one category × item.
+
+    Effects and counts are arrays indexed by the segment's lab and maker codes (0 for a code with
+    no results in the window): a dict per fit, keyed by name, cost ~60 bytes a maker."""
 
     level: float  # the median lab's level, log(value / limit)
-    labs: dict[str, float]  # lab → its effect
-    makers: dict[str, float]  # maker → its effect
+    labs: array  # lab code → its effect
+    makers: array  # maker code → its effect
     scale: float  # robust standard deviation of the residuals
-    counts: dict[str, int]  # lab → its results in the window
+    counts: array  # lab code → its results in the window
     judged: int  # labs with at least min_results of them
+
+    def maker(self, code: int | None) -> float:
+        """A maker's effect; 0 for one the fit has not seen (coded since, or None: never coded)."""
+        return self.makers[code] if code is not None and code < len(self.makers) else 0.0
+
+    def renumbered(self, labs: Sequence[int], makers: Sequence[int]) -> LabMakerFit:
+        """The same fit under fresh codes: ``labs[new]`` and ``makers[new]`` are each one's old code."""
+        lab_effects = array("d", (self.labs[old] if old < len(self.labs) else 0.0 for old in labs))
+        counts = array("I", (self.counts[old] if old < len(self.counts) else 0 for old in labs))
+        return LabMakerFit(self.level, lab_effects, array("d", map(self.maker, makers)), self.scale, counts, self.judged)
 
 
 def fit_labs_and_makers(
     lab_codes: Sequence[int],
-    lab_names: Sequence[str],
+    labs_known: int,
     maker_codes: Sequence[int],
-    maker_names: Sequence[str],
+    makers_known: int,
     levels: Sequence[float],
     maker_prior: float,
     min_results: int,
@@ -82,40 +95,35 @@ def fit_labs_and_makers(
 ) -> LabMakerFit:
     """Fit level + lab + maker to the levels by alternating means (backfitting), from ``start``'s effects if given.
 
-    Each level's lab is ``lab_names[lab_codes[i]]`` and its maker ``maker_names[maker_codes[i]]``
-    (codes, so that a window of results holds 4 bytes a label). Maker effects are shrunk towards
-    0 by ``maker_prior`` pseudo-results; lab effects are centred on the median of the labs with
+    Each level's lab and maker are given as codes below ``labs_known`` and ``makers_known`` (so
+    that a window of results holds 2 bytes a label). Maker effects are shrunk towards 0 by
+    ``maker_prior`` pseudo-results; lab effects are centred on the median of the labs with
     ``min_results`` results (the typical lab is taken as right).
     """
     lab_seen, lab_index = np.unique(np.asarray(lab_codes), return_inverse=True)  # the labs in the window, numbered from 0
     maker_seen, maker_index = np.unique(np.asarray(maker_codes), return_inverse=True)
-    labs, makers = [lab_names[c] for c in lab_seen], [maker_names[c] for c in maker_seen]
     y = np.asarray(levels, dtype=float)
-    lab_counts = np.bincount(lab_index, minlength=len(labs))
-    maker_weights = np.bincount(maker_index, minlength=len(makers)) + maker_prior
+    lab_counts = np.bincount(lab_index, minlength=len(lab_seen))
+    maker_weights = np.bincount(maker_index, minlength=len(maker_seen)) + maker_prior
     judged = lab_counts >= min_results
     if start is None:
-        level, lab_effects = float(np.median(y)), np.zeros(len(labs))
+        level, lab_effects = float(np.median(y)), np.zeros(len(lab_seen))
     else:
-        level, lab_effects = start.level, np.array([start.labs.get(lab, 0.0) for lab in labs])
-    maker_effects = np.zeros(len(makers))
-    centred = judged if judged.any() else np.ones(len(labs), dtype=bool)
+        level = start.level
+        lab_effects = np.array([start.labs[code] if code < len(start.labs) else 0.0 for code in lab_seen.tolist()])
+    maker_effects = np.zeros(len(maker_seen))
+    centred = judged if judged.any() else np.ones(len(lab_seen), dtype=bool)
     for _ in range(_BACKFITTING_ROUNDS):
-        maker_effects = np.bincount(maker_index, y - level - lab_effects[lab_index], len(makers)) / maker_weights
-        lab_effects = np.bincount(lab_index, y - level - maker_effects[maker_index], len(labs)) / lab_counts
+        maker_effects = np.bincount(maker_index, y - level - lab_effects[lab_index], len(maker_seen)) / maker_weights
+        lab_effects = np.bincount(lab_index, y - level - maker_effects[maker_index], len(lab_seen)) / lab_counts
         centre = statistics.median(lab_effects[centred].tolist())  # of a handful of labs: np.median costs 25× more
         lab_effects -= centre
         level += centre
     residuals = y - level - lab_effects[lab_index] - maker_effects[maker_index]
     scale = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
-    return LabMakerFit(
-        level,
-        dict(zip(labs, lab_effects.tolist(), strict=True)),
-        dict(zip(makers, maker_effects.tolist(), strict=True)),
-        scale,
-        dict(zip(labs, lab_counts.tolist(), strict=True)),
-        int(judged.sum()),
-    )
+    by_lab, by_maker, counts = np.zeros(labs_known), np.zeros(makers_known), np.zeros(labs_known, dtype=np.uint32)
+    by_lab[lab_seen], by_maker[maker_seen], counts[lab_seen] = lab_effects, maker_effects, lab_counts
+    return LabMakerFit(level, array("d", by_lab.tobytes()), array("d", by_maker.tobytes()), scale, array("I", counts.tobytes()), int(judged.sum()))
 
 
 class _Segment:
@@ -147,19 +155,28 @@ class _Segment:
             self._forget_departed()
 
     def _forget_departed(self) -> None:
-        """Number afresh only the labs and makers still in the ring: the tables would otherwise keep
-        every maker a segment has ever seen. Codes keep their order, so fits do not change."""
+        """Number afresh only the labs and makers still in the ring or in the latest fit: the tables
+        would otherwise keep every maker a segment has ever seen. Codes keep their order, and the
+        fit is carried over to the new codes, so fits and differences do not change."""
+        fit, kept = self.fit, {}
+        fitted = {  # the latest fit's labs and makers (those with results, or an effect, when it was made)
+            "labs": {code for code, count in enumerate(fit.counts) if count} if fit else set(),
+            "makers": {code for code, effect in enumerate(fit.makers) if effect} if fit else set(),
+        }
         for table_name, codes_name in (("lab_names", "labs"), ("maker_names", "makers")):
             table, codes = getattr(self, table_name), getattr(self, codes_name)
             fresh = CodeTable()
-            renumbered = {old: fresh.code(table.names[old]) for old in sorted(set(codes))}
+            kept[codes_name] = sorted(set(codes) | fitted[codes_name])  # new code → old code
+            renumbered = {old: fresh.code(table.names[old]) for old in kept[codes_name]}
             setattr(self, table_name, fresh)
             setattr(self, codes_name, array(codes.typecode, [renumbered[code] for code in codes]))
+        if fit is not None:
+            self.fit = fit.renumbered(kept["labs"], kept["makers"])
 
     def refit(self, maker_prior: float, min_results: int) -> None:
         self.since_fit = 0
         self.fit = fit_labs_and_makers(
-            self.labs, self.lab_names.names, self.makers, self.maker_names.names, self.levels, maker_prior, min_results, self.fit
+            self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), self.levels, maker_prior, min_results, self.fit
         )
 
 
@@ -225,7 +242,7 @@ class LabBias(Detector):
         signal = False
         fit = segment.fit
         if fit is not None and fit.judged >= self.min_labs:
-            difference = level - fit.level - fit.makers.get(maker_id, 0.0)
+            difference = level - fit.level - fit.maker(segment.maker_names.codes.get(maker_id))
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.differences.append(result, difference)
             lab.chart(z, self.k)
@@ -287,8 +304,9 @@ class LabBias(Detector):
         direction_en, direction_zh = ("higher", "偏高") if higher else ("lower", "偏低")
         city = results[-1].city
         where_en, where_zh = segment_text(category, test_item, None), segment_text(category, test_item, None, "zh")
-        fit = self.segments[key].fit
-        peers = sum(1 for other, count in fit.counts.items() if other != lab_id and count >= self.min_results) if fit else 0
+        segment = self.segments[key]
+        fit, own = segment.fit, segment.lab_names.codes.get(lab_id)
+        peers = sum(1 for code, count in enumerate(fit.counts) if code != own and count >= self.min_results) if fit else 0
         return firing(
             self.name,
             f"{category}|{test_item}|{lab_id}",

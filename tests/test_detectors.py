@@ -160,16 +160,19 @@ def test_the_lab_and_maker_model_recovers_both_when_labs_sample_their_own_makers
         levels.append(-2.0 + lab_effect[lab] + maker_effect[maker] + rng.gauss(0, 0.5))
     lab_names, lab_codes = np.unique(labs + ["LAB-NOT-IN-THE-WINDOW"], return_inverse=True)  # a name without results gets no effect
     maker_names, maker_codes = np.unique(makers, return_inverse=True)
-    coded = (lab_codes[:-1], lab_names.tolist(), maker_codes, maker_names.tolist(), levels)
+    coded = (lab_codes[:-1], len(lab_names), maker_codes, len(maker_names), levels)
     fit = fit_labs_and_makers(*coded, maker_prior=6.0, min_results=15)
-    assert set(fit.labs) == set(lab_effect) and set(fit.makers) == set(maker_effect)
+    lab_code = {name: code for code, name in enumerate(lab_names.tolist())}
+    assert len(fit.labs) == len(fit.counts) == 7 and len(fit.makers) == 6
+    assert fit.counts[lab_code["LAB-NOT-IN-THE-WINDOW"]] == 0 and fit.labs[lab_code["LAB-NOT-IN-THE-WINDOW"]] == 0.0 and fit.judged == 6
     for start in (None, fit):  # from zero, and from a previous fit as the detector refits
         fit = fit_labs_and_makers(*coded, maker_prior=6.0, min_results=15, start=start)
-        assert fit.labs["DZQI"] == pytest.approx(math.log(1.8), abs=0.08)
-        assert all(abs(effect) < 0.08 for lab, effect in fit.labs.items() if lab != "DZQI")
+        assert fit.labs[lab_code["DZQI"]] == pytest.approx(math.log(1.8), abs=0.08)
+        assert all(abs(fit.labs[lab_code[lab]]) < 0.08 for lab in lab_effect if lab != "DZQI")
         shift = fit.level + 2.0  # the level and the makers share one constant; differences between makers are identified
-        assert all(fit.makers[m] + shift == pytest.approx(effect, abs=0.08) for m, effect in maker_effect.items())
-        assert fit.scale == pytest.approx(0.5, abs=0.05) and fit.counts["DZQI"] == labs.count("DZQI")
+        assert all(fit.makers[code] + shift == pytest.approx(maker_effect[m], abs=0.08) for code, m in enumerate(maker_names.tolist()))
+        assert fit.scale == pytest.approx(0.5, abs=0.05) and fit.counts[lab_code["DZQI"]] == labs.count("DZQI")
+    assert fit.maker(None) == fit.maker(len(maker_names)) == 0.0  # a maker never coded, or coded after the fit
 
 
 def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
@@ -408,12 +411,24 @@ def test_lab_bias_forgets_makers_that_left_its_window_without_changing_its_fit()
         def _forget_departed(self) -> None:
             pass
 
+    def by_name(segment):  # the fit's effects and counts under the names its codes stand for
+        fit, labs, makers = segment.fit, segment.lab_names.names, segment.maker_names.names
+        return fit and (
+            fit.level, fit.scale, fit.judged,
+            {labs[code]: (fit.labs[code], fit.counts[code]) for code in range(len(fit.labs)) if fit.counts[code]},
+            {makers[code]: fit.makers[code] for code in range(len(fit.makers)) if fit.makers[code]},
+        )  # fmt: skip
+
     forgetting, remembering = LabBias(segment_window=200), LabBias(segment_window=200)
     remembering_segment = remembering.segments[("food/grain_products/rice", "cadmium")] = Remembering(200)
-    alerts, unbounded = run(forgetting, stream), run(remembering, stream)
-    segment = forgetting.segments[("food/grain_products/rice", "cadmium")]
+    alerts, unbounded = [], []
+    for r in stream:  # after every result, including those right after a renumbering, between two fits
+        alerts += forgetting.process_one(r, r.published_at)
+        unbounded += remembering.process_one(r, r.published_at)
+        segment = forgetting.segments[("food/grain_products/rice", "cadmium")]
+        assert by_name(segment) == by_name(remembering_segment)  # the same levels and effects, to the bit
     assert len(segment.maker_names.names) <= 2 * 200 < len(remembering_segment.maker_names.names) == 1500
-    assert segment.fit == remembering_segment.fit  # the same levels and effects, to the bit
+    assert len(segment.fit.makers) <= 2 * 200 < len(remembering_segment.fit.makers)
     assert [a.alert_id for a in alerts] == [a.alert_id for a in unbounded] and {a.labs[0] for a in alerts} == {"DZQI"}
 
 
