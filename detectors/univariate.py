@@ -82,17 +82,15 @@ class RobustBaseline:
     Values live in one array of 4-byte floats, the last values in arrival order and then the same
     values sorted (a list of Python floats takes 32 bytes a value, a second array 64 more; see
     ``detectors.window`` on the precision): there is one baseline per segment and detector.
-    Median and scale are computed once per update, since detectors ask for them several times a
-    result."""
+    Median and scale are read off the sorted half when asked (O(log² n)), not cached: the
+    detectors ask once a result, and two cached floats cost 64 bytes a baseline."""
 
-    __slots__ = ("window", "min_scale", "_values", "_median", "_scale")
+    __slots__ = ("window", "min_scale", "_values")
 
     def __init__(self, window: int = 60, min_scale: float = 0.05) -> None:
         self.window = window
         self.min_scale = min_scale  # floor on the scale: identical values must not make every change infinite
         self._values = array("f")  # n values in arrival order, then the n sorted; popping the oldest moves a few hundred bytes
-        self._median: float | None = None
-        self._scale: float | None = None
 
     def __len__(self) -> int:
         return len(self._values) // 2
@@ -108,7 +106,6 @@ class RobustBaseline:
         bisect.insort(values, x, n + 1, 2 * n + 1)
         if not full and n + 1 == self.window:  # just filled: a copy without the spare room growing left
             self._values = array("f", values)
-        self._median = self._scale = None
 
     def _sorted(self) -> memoryview:
         """The sorted half, without a copy (release it before the next update)."""
@@ -116,23 +113,20 @@ class RobustBaseline:
 
     @property
     def median(self) -> float:
-        if self._median is None:
-            if not self._values:
-                return math.nan
-            with self._sorted() as ordered:
-                self._median = sorted_median(ordered)
-        return self._median
+        with self._sorted() as ordered:
+            return sorted_median(ordered)
+
+    def median_and_scale(self) -> tuple[float, float]:
+        """The median, and the robust standard deviation: 1.4826 × MAD, floored at min_scale (nan for no values)."""
+        if not self._values:
+            return math.nan, math.nan
+        with self._sorted() as ordered:
+            median = sorted_median(ordered)
+            return median, max(_MAD_TO_SIGMA * median_absolute_deviation(ordered, median), self.min_scale)
 
     @property
     def scale(self) -> float:
-        """Robust standard deviation: 1.4826 × MAD, floored at min_scale."""
-        if self._scale is None:
-            if not self._values:
-                return math.nan
-            median = self.median
-            with self._sorted() as ordered:
-                self._scale = max(_MAD_TO_SIGMA * median_absolute_deviation(ordered, median), self.min_scale)
-        return self._scale
+        return self.median_and_scale()[1]
 
     def quantile(self, q: float) -> float:
         """The window's value at rank ``int(q × n)`` in sorted order (no interpolation; nan for none)."""
@@ -140,7 +134,8 @@ class RobustBaseline:
         return self._values[n + min(n - 1, int(q * n))] if n else math.nan
 
     def z(self, x: float) -> float:
-        return (x - self.median) / self.scale
+        median, scale = self.median_and_scale()
+        return (x - median) / scale
 
     def score_one(self, x: float) -> float:
         return z_to_score(self.z(x)) if self._values else 0.0
