@@ -104,12 +104,11 @@ class Window:
     belong to the process: a pickled window carries its places by name.
     """
 
-    __slots__ = ("maxlen", "width", "_entries", "_oldest", "_added", "_unpacked")
+    __slots__ = ("maxlen", "width", "_entries", "_added", "_unpacked")
 
     def __init__(self, maxlen: int, width: int = 1) -> None:
         self.maxlen, self.width = maxlen, width
         self._entries = bytearray()
-        self._oldest = 0  # the slot of the oldest entry once the ring is full
         self._added = 0  # entries ever appended: the absolute position of the next one
         self._unpacked: dict[int, Evidence] | None = None  # absolute position → the evidence of an entry that does not fit a record
 
@@ -136,11 +135,15 @@ class Window:
             if count + 1 == self.maxlen:  # full from now on: drop the spare room growing left
                 self._entries = bytearray(self._entries)
             return None
-        slot = self._oldest
-        self._oldest = (slot + 1) % self.maxlen
+        slot = (self._added - 1) % self.maxlen  # the oldest's
         evicted = stored.unpack_from(self._entries, slot * entry.size + _RECORD.size)
         entry.pack_into(self._entries, slot * entry.size, packed, seconds, place, *numbers)
         return evicted
+
+    @property
+    def _oldest(self) -> int:
+        """The slot of the oldest entry: 0 until the ring is full, then where the next entry goes."""
+        return self._added % self.maxlen if self._added >= self.maxlen else 0
 
     def _slots(self, start: int = 0) -> range | list[int]:
         """Physical slots of the entries from logical position ``start`` (negative counts from the newest)."""
