@@ -14,7 +14,6 @@ stands in, so that a rare segment drifting to the limit is still watched.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
@@ -25,16 +24,20 @@ from schemas.results import Alert, LabResult, Severity
 Segment = tuple[str, str, str]
 
 
-@dataclass(slots=True)
-class _SegmentState:
-    """A segment's levels and charts; the charts are numbers here, not ``Cusum`` and ``Ewma`` objects (~130 bytes a segment)."""
+class _SegmentState(Window):
+    """A segment: its levels not yet in the reference, with their results (this object, a
+    ``Window``, extended: one object a segment, not two), the references, and the charts as
+    numbers, not ``Cusum`` and ``Ewma`` objects (~130 bytes a segment)."""
 
-    recent: Window  # the levels not yet in the reference, with their results
-    reference: RobustBaseline
-    alliance: RobustBaseline  # the category × item's reference over every city, shared
-    cusum: float = 0.0  # the upper CUSUM's S
-    ewma: float = 0.0
-    charted: int = 0  # z-scores charted so far (the EWMA's t)
+    __slots__ = ("reference", "alliance", "cusum", "ewma", "charted")
+
+    def __init__(self, recent: int, reference: RobustBaseline, alliance: RobustBaseline) -> None:
+        super().__init__(recent)
+        self.reference = reference
+        self.alliance = alliance  # the category × item's reference over every city, shared
+        self.cusum = 0.0  # the upper CUSUM's S
+        self.ewma = 0.0
+        self.charted = 0  # z-scores charted so far (the EWMA's t)
 
 
 class LimitDrift(Detector):
@@ -70,11 +73,7 @@ class LimitDrift(Detector):
             alliance = self.alliance.get(key[:2])
             if alliance is None:
                 alliance = self.alliance[key[:2]] = RobustBaseline(self.reference, 0.1)
-            state = self.segments[key] = _SegmentState(
-                recent=Window(self.recent),
-                reference=RobustBaseline(self.reference, 0.1),
-                alliance=alliance,
-            )
+            state = self.segments[key] = _SegmentState(self.recent, RobustBaseline(self.reference, 0.1), alliance)
         return state
 
     def _z(self, state: _SegmentState, level: float) -> float | None:
@@ -95,7 +94,7 @@ class LimitDrift(Detector):
             state.cusum = cusum_step(state.cusum, z, self.cusum_k)
             state.ewma = ewma_step(state.ewma, z, self.ewma_lambda)
             state.charted += 1
-        evicted = state.recent.append(result, level)
+        evicted = state.append(result, level)
         if evicted is not None:
             (old_level,) = evicted
             state.reference.learn_one(old_level)
@@ -135,7 +134,7 @@ class LimitDrift(Detector):
         limit = ewma_limit(self.ewma_lambda, self.ewma_width, state.charted + 1)
         if cusum <= self.cusum_h and ewma <= limit:
             return []
-        window = [*state.recent.column(), level]
+        window = [*state.column(), level]
         if len(window) < 8 or kendall_s(window) <= 0:
             return []
         trend = trend_test(window)
@@ -144,17 +143,17 @@ class LimitDrift(Detector):
         return [self._firing(result, state, trend, cusum, ewma, limit, score, now)]
 
     def _firing(self, result, state, trend, cusum, ewma, ewma_limit, score, now) -> Alert:
-        start = math.exp(trend.level - trend.slope * len(state.recent))
+        start = math.exp(trend.level - trend.slope * len(state))
         end = math.exp(trend.level)
         steps = -trend.level / trend.slope if trend.level < 0 else 0.0
         severity = Severity.POTENTIALLY_SERIOUS if end >= 0.8 else Severity.NOT_SERIOUS
         where_en = segment_text(result.category, result.test_item, result.city)
         where_zh = segment_text(result.category, result.test_item, result.city, "zh")
-        n = len(state.recent) + 1
+        n = len(state) + 1
         charts = f"CUSUM {cusum:.1f} (limit {self.cusum_h:g}), EWMA {ewma:.2f} (limit {ewma_limit:.2f})"
         eta_en = f" At this rate it reaches the limit in about {steps:.0f} more results." if steps > 0 else " It is at the limit."
         eta_zh = f"按此速度约再{steps:.0f}批次将达到限量。" if steps > 0 else "已达到限量。"
-        evidence = [*state.recent.evidence(), result]
+        evidence = [*state.evidence(), result]
         return firing(
             self.name,
             "|".join(self.segment(result)),

@@ -180,14 +180,15 @@ class _Segment:
         )
 
 
-class _Lab:
-    """One lab on one segment: its recent differences from the model, and the S and run of its two
-    CUSUMs, as numbers (two ``Cusum`` objects a lab took ~100 bytes more)."""
+class _Lab(Window):
+    """One lab on one segment: its recent differences from the model (this object, a ``Window`` of
+    them, extended: one object a lab, not two), and the S and run of its two CUSUMs, as numbers
+    (two ``Cusum`` objects a lab took ~100 bytes more)."""
 
-    __slots__ = ("differences", "high", "low", "high_run", "low_run")
+    __slots__ = ("high", "low", "high_run", "low_run")
 
     def __init__(self, window: int) -> None:
-        self.differences = Window(window)  # each result's difference (log units, after its maker)
+        super().__init__(window)  # each result's difference (log units, after its maker)
         self.restart()
 
     def chart(self, z: float, k: float) -> None:
@@ -244,7 +245,7 @@ class LabBias(Detector):
         if fit is not None and fit.judged >= self.min_labs:
             difference = level - fit.level - fit.maker(segment.maker_names.codes.get(maker_id))
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
-            lab.differences.append(result, difference)
+            lab.append(result, difference)
             lab.chart(z, self.k)
             signal = lab.high > self.h or lab.low > self.h
         segment.add(result.lab_id, maker_id, level, self.segment_window)
@@ -270,7 +271,7 @@ class LabBias(Detector):
         key = (result.category, result.test_item)
         lab = self.segments[key].by_lab[result.lab_id]
         higher = lab.high > self.h
-        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab.differences)))
+        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab)))
         alert = self._firing(key, result.lab_id, lab, run, higher=higher, now=now)
         lab.restart()
         return [alert]
@@ -280,18 +281,18 @@ class LabBias(Detector):
         least = self.min_results if min_results is None else min_results
         segment = self.segments.get((category, test_item))
         labs = segment.by_lab if segment else {}
-        means = {lab_id: statistics.fmean(lab.differences.column(0)) for lab_id, lab in labs.items() if len(lab.differences) >= least}
+        means = {lab_id: statistics.fmean(lab.column(0)) for lab_id, lab in labs.items() if len(lab) >= least}
         if len(means) < self.min_labs:
             return {}
         x_star, s_star = algorithm_a(list(means.values()))
-        spreads = [fstdev(lab.differences.column(0)) for lab in labs.values() if len(lab.differences) >= 2]
+        spreads = [fstdev(lab.column(0)) for lab in labs.values() if len(lab) >= 2]
         within = statistics.median(spreads) / math.sqrt(self.window) if spreads else 0.0
         return {lab_id: (mean - x_star) / max(s_star, within, 1e-9) for lab_id, mean in means.items()}
 
     def _firing(self, key: tuple[str, str], lab_id: str, lab: _Lab, run: int, *, higher: bool, now: datetime) -> Alert:
         category, test_item = key
-        results = lab.differences.evidence(-run)
-        factor = math.exp(statistics.fmean(lab.differences.column(0)[-run:]))
+        results = lab.evidence(-run)
+        factor = math.exp(statistics.fmean(lab.column(0)[-run:]))
         iso_z = self.z_scores(category, test_item, min_results=min(self.min_results, 5)).get(lab_id)  # a fast signal may come early
         iso_en = (
             f"; ISO 13528 z-score {iso_z:+.1f} (|z| ≥ {self.questionable:g} questionable, ≥ {self.unsatisfactory:g} unsatisfactory)"

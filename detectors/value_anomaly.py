@@ -26,17 +26,19 @@ from schemas.results import Alert, LabResult, Severity
 Segment = tuple[str, str, str]
 
 
-class _SegmentState:
-    """One segment's baseline and, once it has ``min_history`` values, its CUSUM and that run's results.
+class _SegmentState(RobustBaseline):
+    """One segment: its baseline (this object, extended) and, once it has ``min_history`` values,
+    its CUSUM and that run's results.
 
-    One object per segment rather than an entry per segment in four dicts: one look-up a result,
-    one key kept, and nothing held for the levels kept out of the baseline while there are none.
-    The CUSUM is two numbers here rather than a ``Cusum`` object (~50 bytes a segment)."""
+    One object per segment rather than an entry per segment in four dicts, or a state holding a
+    baseline: one look-up a result, one key and one object kept, and nothing held for the levels
+    kept out of the baseline while there are none. The CUSUM is two numbers here rather than a
+    ``Cusum`` object (~50 bytes a segment)."""
 
-    __slots__ = ("baseline", "recent", "held", "cusum", "run")
+    __slots__ = ("recent", "held", "cusum", "run")
 
-    def __init__(self, baseline: RobustBaseline) -> None:
-        self.baseline = baseline
+    def __init__(self, window: int, min_scale: float) -> None:
+        super().__init__(window, min_scale)
         self.recent: Window | None = None  # the last results and their z, newest last: the CUSUM run's evidence
         self.held: list[float] | None = None  # unusual levels kept out of the baseline
         self.cusum = 0.0  # the upper CUSUM's S
@@ -69,7 +71,7 @@ class ValueAnomaly(Detector):
     def _judged(self, result: LabResult) -> _SegmentState | None:
         """The result's segment, if its baseline has the history to judge by."""
         state = self.segments.get(self.segment(result))
-        return state if state is not None and len(state.baseline) >= self.min_history else None
+        return state if state is not None and len(state) >= self.min_history else None
 
     def learn_one(self, result: LabResult) -> None:
         level = log_level(result)
@@ -78,17 +80,16 @@ class ValueAnomaly(Detector):
             self._learn(result, self.segments.get(key) or self._new(key), level)
 
     def _new(self, key: Segment) -> _SegmentState:
-        state = self.segments[key] = _SegmentState(RobustBaseline(self.window, self.min_scale))
+        state = self.segments[key] = _SegmentState(self.window, self.min_scale)
         return state
 
     def _learn(self, result: LabResult, state: _SegmentState, level: float, z: float | None = None) -> None:
         """Learn a level; ``z`` is its z-score against the baseline, when the caller has it already."""
-        baseline = state.baseline
-        if len(baseline) < self.min_history:
-            baseline.learn_one(level)
+        if len(state) < self.min_history:
+            state.learn_one(level)
             return
         if z is None:
-            z = baseline.z(level)
+            z = state.z(level)
         if state.recent is None:
             state.recent = Window(self.adapt_after)
         state.cusum = cusum_step(state.cusum, min(z, self.z_cap), self.k)
@@ -96,37 +97,36 @@ class ValueAnomaly(Detector):
         state.recent.append(result, z)
         if z < self.hold_z:
             state.held = None
-            baseline.learn_one(level)
+            state.learn_one(level)
             return
         if state.held is None:
             state.held = []
         state.held.append(level)
         if len(state.held) >= self.adapt_after:  # the level has moved for good: accept it
             for value in state.held:
-                baseline.learn_one(value)
+                state.learn_one(value)
             state.held = None
 
     def score_one(self, result: LabResult) -> float:
         level, state = log_level(result), self._judged(result)
         if level is None or state is None:
             return 0.0
-        return state.baseline.score_one(level)
+        return state.score_one(level)
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
         level, state = log_level(result), self._judged(result)
         if level is None or state is None:
             return []
-        return self._judge(result, state, level, state.baseline.z(level), score, now)
+        return self._judge(result, state, level, state.z(level), score, now)
 
     def _judge(self, result: LabResult, state: _SegmentState, level: float, z: float, score: float, now: datetime) -> list[Alert]:
-        baseline = state.baseline
         cusum = cusum_step(state.cusum, min(z, self.z_cap), self.k)
         if cusum <= self.h and (z < self.threshold_z or result.failing):
             return []
         run = state.run if cusum > self.h else 0  # the CUSUM's run so far
         earlier = state.recent.evidence(-run) if run else []
         zs = ", ".join(f"{earlier_z:.1f}" for earlier_z in state.recent.column()[-run:]) if run else ""
-        usual = baseline.median
+        usual = state.median
         factor = math.exp(level - usual)
         severity = Severity.POTENTIALLY_SERIOUS if result.limit and level >= math.log(0.5) else Severity.NOT_SERIOUS
         where_en = segment_text(result.category, result.test_item, result.city)
@@ -143,7 +143,7 @@ class ValueAnomaly(Detector):
                 title_zh=f"{where_zh}检测值异常偏高",
                 explanation=(
                     f"{result.product_name} from {result.manufacturer_name or 'an unnamed maker'} measured {result.value:.4g} {result.unit}"
-                    f"{limit_en}: {factor:.1f}× the usual level of the last {len(baseline)} results, a robust z-score of {z:.1f}"
+                    f"{limit_en}: {factor:.1f}× the usual level of the last {len(state)} results, a robust z-score of {z:.1f}"
                     + (
                         f", after {zs} (CUSUM {cusum:.1f} past {self.h:g}: the level has jumped)"
                         if earlier
@@ -153,7 +153,7 @@ class ValueAnomaly(Detector):
                 ),
                 explanation_zh=(
                     f"{result.product_name}({result.manufacturer_name or '生产者不详'})检测值{result.value:.4g} {result.unit}{limit_zh},"
-                    f"为近{len(baseline)}批次通常水平的{factor:.1f}倍(稳健z值{z:.1f}"
+                    f"为近{len(state)}批次通常水平的{factor:.1f}倍(稳健z值{z:.1f}"
                     + (f",此前z值{zs},累积和{cusum:.1f}超过{self.h:g},水平已跃升" if earlier else "")
                     + ("),已超过限量。" if result.failing else "),尚未超过限量。")
                 ),
@@ -171,10 +171,10 @@ class ValueAnomaly(Detector):
             return []
         key = self.segment(result)
         state = self.segments.get(key) or self._new(key)
-        if len(state.baseline) < self.min_history:
+        if len(state) < self.min_history:
             self._learn(result, state, level)
             return []
-        z = state.baseline.z(level)
+        z = state.z(level)
         alerts = self._judge(result, state, level, z, z_to_score(z), now)
         self._learn(result, state, level, z)
         if alerts and state.cusum > self.h:  # the CUSUM fired: a new alert needs fresh evidence

@@ -96,6 +96,11 @@ class Evidence:
         self.result_id, self.sampled_at, self.city, self.lab_id, self.synthetic = result_id, sampled_at, city, lab_id, synthetic
 
 
+def _slots_of(cls: type) -> list[str]:
+    """Every slot of a class and its bases: a detector's segment state may extend ``Window`` with its own."""
+    return [name for klass in cls.__mro__ for name in klass.__dict__.get("__slots__", ())]
+
+
 class Window:
     """The last ``maxlen`` results of a segment, each with ``width`` numbers, oldest first.
 
@@ -184,7 +189,7 @@ class Window:
     def __getstate__(self) -> dict:
         size = _layout(self.width)[0].size
         codes = {_RECORD.unpack_from(self._entries, slot * size)[2] >> 1 for slot in self._packed_slots()}
-        state = {name: getattr(self, name) for name in self.__slots__}
+        state = {name: getattr(self, name) for name in _slots_of(type(self))}
         return {**state, "places": {code: _PLACES.names[code] for code in codes}}  # by name: codes are this process's
 
     def __setstate__(self, state: dict) -> None:

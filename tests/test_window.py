@@ -119,3 +119,19 @@ def test_a_window_read_by_a_process_that_knows_too_many_places_keeps_those_entri
         (result(1).result_id, result(1).city, result(1).lab_id),
     ]
     assert [e.sampled_at for e in copy.evidence()] == [result(0).sampled_at, result(1).sampled_at]
+
+
+class _Extended(Window):  # as detectors extend it with their segment's state
+    __slots__ = ("extra",)
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__(maxlen)
+        self.extra = 0.5
+
+
+def test_a_window_extended_with_more_slots_pickles_with_all_of_them():
+    window = _Extended(maxlen=2)
+    for n in range(3):
+        window.append(result(n), float(n))
+    copy = pickle.loads(pickle.dumps(window))
+    assert copy.extra == 0.5 and copy.column() == [1.0, 2.0] and [e.result_id for e in copy.evidence()] == [result(1).result_id, result(2).result_id]
