@@ -7,7 +7,7 @@ which made up most of a worker's memory. Here an entry is one packed record in a
 until 2106), a 2-byte code for its (city, lab) pair with the synthetic flag, then the
 detector's numbers in single precision; 22 bytes and 4 a number. An entry that does not fit
 (an id that is not a UUID, a time with a fraction of a second or outside that range, a place
-past the 32,767th) keeps its ``Evidence`` whole beside the records. Alerts, which are rare, get
+beyond the first 32,768) keeps its ``Evidence`` whole beside the records. Alerts, which are rare, get
 their ``Evidence`` back from the records on demand.
 
 Stored numbers (here, in robust baselines, lab bias's ring and the multivariate reference) are
