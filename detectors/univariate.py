@@ -3,6 +3,8 @@
 - ``RobustBaseline``: rolling median / MAD of the last values; robust z and a score in [0, 1].
 - ``Cusum``: one-sided tabular CUSUM on standardised values (ISO 7870-4).
 - ``Ewma``: EWMA chart with exact time-varying limits (ISO 7870-6).
+- ``cusum_step``, ``ewma_step``, ``ewma_limit``: the same charts' formulas, for detectors that keep
+  a chart's numbers in their segment's state rather than an object per chart.
 - ``trend_test``: Mann-Kendall (Kendall's tau against time) with a Theil-Sen slope.
 - ``FailureScan``: the most improbable recent run of failures against expected rates.
 
