@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from schemas.results import LabResult, uuid_text
@@ -96,6 +96,13 @@ class Evidence:
         self.result_id, self.sampled_at, self.city, self.lab_id, self.synthetic = result_id, sampled_at, city, lab_id, synthetic
 
 
+def _record_evidence(record: tuple[bytes, int, int], places: Sequence[tuple[str, str]] | dict[int, tuple[str, str]]) -> Evidence:
+    """The ``Evidence`` a record holds, its place named by ``places`` (this process's, or a pickle's)."""
+    packed, seconds, place = record
+    city, lab_id = places[place >> 1]
+    return Evidence(uuid_text(packed), _EPOCH + timedelta(seconds=seconds), city, lab_id, bool(place & 1))
+
+
 def _slots_of(cls: type) -> list[str]:
     """Every slot of a class and its bases: a detector's segment state may extend ``Window`` with its own."""
     return [name for klass in cls.__mro__ for name in klass.__dict__.get("__slots__", ())]
@@ -118,7 +125,12 @@ class Window:
         self._unpacked: dict[int, Evidence] | None = None  # absolute position → the evidence of an entry that does not fit a record
 
     def __len__(self) -> int:
-        return len(self._entries) // _layout(self.width)[0].size
+        return len(self._entries) // self._size
+
+    @property
+    def _size(self) -> int:
+        """Bytes an entry: its record and its numbers."""
+        return _layout(self.width)[0].size
 
     def append(self, result: LabResult, *numbers: float) -> tuple[float, ...] | None:
         """Add a result with its numbers; returns the numbers of the entry this evicted, if any."""
@@ -166,15 +178,9 @@ class Window:
     def evidence(self, start: int = 0) -> list[Evidence]:
         """The entries from ``start`` (negative counts from the newest) to the newest, as ``Evidence``."""
         out = []
-        size = _layout(self.width)[0].size
         for slot in self._slots(start):
             whole = self._unpacked.get(self._absolute(slot)) if self._unpacked else None
-            if whole is not None:
-                out.append(whole)
-                continue
-            packed, seconds, place = _RECORD.unpack_from(self._entries, slot * size)
-            city, lab_id = _PLACES.names[place >> 1]
-            out.append(Evidence(uuid_text(packed), _EPOCH + timedelta(seconds=seconds), city, lab_id, bool(place & 1)))
+            out.append(whole or _record_evidence(_RECORD.unpack_from(self._entries, slot * self._size), _PLACES.names))
         return out
 
     def _absolute(self, slot: int) -> int:
@@ -187,8 +193,7 @@ class Window:
         return [slot for slot in range(len(self)) if not (self._unpacked and self._absolute(slot) in self._unpacked)]
 
     def __getstate__(self) -> dict:
-        size = _layout(self.width)[0].size
-        codes = {_RECORD.unpack_from(self._entries, slot * size)[2] >> 1 for slot in self._packed_slots()}
+        codes = {_RECORD.unpack_from(self._entries, slot * self._size)[2] >> 1 for slot in self._packed_slots()}
         state = {name: getattr(self, name) for name in _slots_of(type(self))}
         return {**state, "places": {code: _PLACES.names[code] for code in codes}}  # by name: codes are this process's
 
@@ -197,16 +202,12 @@ class Window:
         for name, value in state.items():
             setattr(self, name, value)
         here = {code: _PLACES.code(place) for code, place in places.items()}
-        size = _layout(self.width)[0].size
         for slot in self._packed_slots():
-            packed, seconds, place = _RECORD.unpack_from(self._entries, slot * size)
+            record = packed, seconds, place = _RECORD.unpack_from(self._entries, slot * self._size)
             code = here[place >> 1]
             if code < _PLACE_CODES:
-                _RECORD.pack_into(self._entries, slot * size, packed, seconds, code << 1 | place & 1)
+                _RECORD.pack_into(self._entries, slot * self._size, packed, seconds, code << 1 | place & 1)
                 continue
             if self._unpacked is None:  # this process knows more places than a record can name: keep the entry whole
                 self._unpacked = {}
-            city, lab_id = places[place >> 1]
-            self._unpacked[self._absolute(slot)] = Evidence(
-                uuid_text(packed), _EPOCH + timedelta(seconds=seconds), city, lab_id, bool(place & 1)
-            )
+            self._unpacked[self._absolute(slot)] = _record_evidence(record, places)
