@@ -31,7 +31,7 @@ from datetime import datetime
 import numpy as np
 
 from detectors.base import Detector, firing, log_level, segment_text
-from detectors.univariate import cusum_step, fstdev
+from detectors.univariate import cusum_run_step, fstdev
 from detectors.window import CodeTable, Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
@@ -193,9 +193,8 @@ class _Lab(Window):
 
     def chart(self, z: float, k: float) -> None:
         """One standardised difference on both charts: higher than the peers, and lower."""
-        self.high, self.low = cusum_step(self.high, z, k), cusum_step(self.low, -z, k)
-        self.high_run = self.high_run + 1 if self.high > 0 else 0
-        self.low_run = self.low_run + 1 if self.low > 0 else 0
+        self.high, self.high_run = cusum_run_step(self.high, self.high_run, z, k)
+        self.low, self.low_run = cusum_run_step(self.low, self.low_run, -z, k)
 
     def restart(self) -> None:
         """Both charts from zero: after a signal, new evidence is needed for the next one."""

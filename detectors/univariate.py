@@ -3,7 +3,7 @@
 - ``RobustBaseline``: rolling median / MAD of the last values; robust z and a score in [0, 1].
 - ``Cusum``: one-sided tabular CUSUM on standardised values (ISO 7870-4).
 - ``Ewma``: EWMA chart with exact time-varying limits (ISO 7870-6).
-- ``cusum_step``, ``ewma_step``, ``ewma_limit``: the same charts' formulas, for detectors that keep
+- ``cusum_step``, ``cusum_run_step``, ``ewma_step``, ``ewma_limit``: the same charts' formulas, for detectors that keep
   a chart's numbers in their segment's state rather than an object per chart.
 - ``trend_test``: Mann-Kendall (Kendall's tau against time) with a Theil-Sen slope.
 - ``FailureScan``: the most improbable recent run of failures against expected rates.
@@ -151,6 +151,12 @@ def cusum_step(s: float, z: float, k: float) -> float:
     return max(0.0, s + z - k)
 
 
+def cusum_run_step(s: float, run: int, z: float, k: float) -> tuple[float, int]:
+    """``cusum_step`` and the run of consecutive values with S > 0 (the values behind a signal)."""
+    s = cusum_step(s, z, k)
+    return s, run + 1 if s > 0 else 0
+
+
 def ewma_step(value: float, z: float, lam: float) -> float:
     """An EWMA after one more standardised value: λz + (1 − λ)·value."""
     return lam * z + (1 - lam) * value
@@ -171,8 +177,7 @@ class Cusum:
     run: int = 0  # consecutive updates with S > 0
 
     def update(self, z: float) -> bool:
-        self.s = cusum_step(self.s, z, self.k)
-        self.run = self.run + 1 if self.s > 0 else 0
+        self.s, self.run = cusum_run_step(self.s, self.run, z, self.k)
         return self.s > self.h
 
     def reset(self) -> None:

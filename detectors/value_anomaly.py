@@ -19,7 +19,7 @@ import math
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
-from detectors.univariate import RobustBaseline, cusum_step, z_to_score
+from detectors.univariate import RobustBaseline, cusum_run_step, cusum_step, z_to_score
 from detectors.window import Window
 from schemas.results import Alert, LabResult, Severity
 
@@ -92,8 +92,7 @@ class ValueAnomaly(Detector):
             z = state.z(level)
         if state.recent is None:
             state.recent = Window(self.adapt_after)
-        state.cusum = cusum_step(state.cusum, min(z, self.z_cap), self.k)
-        state.run = state.run + 1 if state.cusum > 0 else 0
+        state.cusum, state.run = cusum_run_step(state.cusum, state.run, min(z, self.z_cap), self.k)
         state.recent.append(result, z)
         if z < self.hold_z:
             state.held = None
