@@ -8,6 +8,12 @@ look normal. The failures of the last ``window`` are scanned for the most improb
 size of the rise): a run of at least ``min_failures`` with a p-value below ``alpha`` fires.
 Results that are part of an alerting run do not teach the usual rates, so an ongoing rise is
 not learned as normal.
+
+A rise in one test item of a category×city is also scanned on that item's own results: there its
+third failure stands out against a handful of results, where among every item of the category
+it takes a few more to be improbable. Such a scan exists only while its item has a recent failure
+(passing results of an item with none cost nothing), and it fires under the category×city's
+signal, so that the two scans of one rise make one alert.
 """
 
 from __future__ import annotations
@@ -35,11 +41,16 @@ class FailureRateTrend(Detector):
     ) -> None:
         self.window, self.min_failures, self.alpha = window, min_failures, alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
-        self.segments: dict[tuple[str, str], FailureScan] = {}
-        self.last_p: dict[tuple[str, str], float] = {}
+        self.segments: dict[tuple[str, ...], FailureScan] = {}  # category × city, category alliance-wide
+        self.items: dict[tuple[str, ...], FailureScan] = {}  # category × city × item, while it has recent failures
+        self.last_p: dict[tuple[str, ...], float] = {}
 
     def _keys(self, result: LabResult) -> tuple[tuple[str, str], tuple[str, str]]:
         return (result.category, result.city), (result.category, ALLIANCE)
+
+    @staticmethod
+    def _item_key(result: LabResult) -> tuple[str, str, str]:
+        return result.category, result.city, result.test_item
 
     def learn_one(self, result: LabResult) -> None:
         failed, item = result.failing, (result.category, result.test_item)
@@ -51,6 +62,16 @@ class FailureRateTrend(Detector):
                 scan = self.segments[key] = FailureScan(self.window)
             scan.add(result.sampled_at, rate, failed, result)
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
+        key = self._item_key(result)
+        scan = self.items.get(key)
+        if scan is None and failed:
+            scan = self.items[key] = FailureScan(self.window)
+        if scan is not None:
+            scan.add(result.sampled_at, rate, failed, result)
+            alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
+            if scan.failures is None:  # its failures have aged out: nothing left to scan
+                del self.items[key]
+                self.last_p.pop(key, None)
         if not alerting:
             self.usual.learn(item, failed)
 
@@ -65,12 +86,16 @@ class FailureRateTrend(Detector):
         if not result.failing:
             return []
         alerts = []
-        for key in self._keys(result):
-            scan = self.segments[key]
+        city_key, alliance_key = self._keys(result)
+        for key, scan, signal in (
+            (city_key, self.segments[city_key], city_key),
+            (self._item_key(result), self.items[self._item_key(result)], city_key),
+            (alliance_key, self.segments[alliance_key], alliance_key),
+        ):
             cluster = scan.cluster(min_failures=self.min_failures)
             self.last_p[key] = cluster.p_value if cluster else 1.0
             if cluster is not None and cluster.p_value < self.alpha:
-                alerts.append(self._firing(key, result, cluster, scan.payloads(cluster.start), now))
+                alerts.append(self._firing(signal, result, cluster, scan.payloads(cluster.start), now))
         return alerts
 
     def _firing(self, key: tuple[str, str], result: LabResult, cluster: FailureCluster, evidence: list[LabResult], now: datetime) -> Alert:
@@ -108,5 +133,6 @@ class FailureRateTrend(Detector):
 
     def reset(self) -> None:
         self.segments.clear()
+        self.items.clear()
         self.usual.clear()
         self.last_p.clear()

@@ -123,7 +123,9 @@ def fit_labs_and_makers(
     scale = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
     by_lab, by_maker, counts = np.zeros(labs_known), np.zeros(makers_known), np.zeros(labs_known, dtype=np.uint32)
     by_lab[lab_seen], by_maker[maker_seen], counts[lab_seen] = lab_effects, maker_effects, lab_counts
-    return LabMakerFit(level, array("d", by_lab.tobytes()), array("d", by_maker.tobytes()), scale, array("I", counts.tobytes()), int(judged.sum()))
+    return LabMakerFit(
+        level, array("d", by_lab.tobytes()), array("d", by_maker.tobytes()), scale, array("I", counts.tobytes()), int(judged.sum())
+    )
 
 
 class _Segment:

@@ -298,7 +298,9 @@ class MultivariateAnomaly(Detector):
             now=now,
         )
 
-    def _judge_pairs(self, category: _Category, model: _Model, levels: np.ndarray, samples: list[list[LabResult]], now: datetime) -> list[Alert]:
+    def _judge_pairs(
+        self, category: _Category, model: _Model, levels: np.ndarray, samples: list[list[LabResult]], now: datetime
+    ) -> list[Alert]:
         z = (levels - np.asarray(model.medians)) / np.asarray(model.scales)
         times = [results[0].sampled_at for results in samples]
         runs = self.co_elevation.judge(category.pairs, model.items, levels, z, times, samples)

@@ -334,6 +334,27 @@ def test_failure_rate_weighs_each_item_by_its_own_usual_rate():
     assert alerts and alerts[-1].test_item == "cadmium" and "items: cadmium" in alerts[-1].explanation
 
 
+def test_failure_rate_catches_one_item_rising_among_many_at_its_third_failure():
+    items = ["cadmium", "lead", "arsenic", "mercury", "chromium", "nickel"]
+
+    def samples(first: int, count: int, failing: str | None = None) -> list[LabResult]:
+        return [
+            result(first + n, 0.5 if item == failing else 0.05, test_item=item, sample_id=f"S{first + n}", hours=3 * (first + n))
+            for n in range(count) for item in items
+        ]  # fmt: skip
+
+    detector = FailureRateTrend()
+    assert run(detector, samples(0, 300)) == []
+    alerts = run(detector, samples(300, 3, failing="cadmium"))
+    assert alerts and alerts[-1].signal == "food/grain_products/rice|zibo" and alerts[-1].test_item == "cadmium"
+    # among the 13 results of six items since the first failure, the same three would not be enough
+    assert detector.last_p[("food/grain_products/rice", "zibo")] > detector.alpha
+    assert alerts[-1].explanation.startswith("3 of the last 3 results failed") and len(alerts[-1].evidence) == 3
+    assert detector.items  # the scan lives while the failures are recent ...
+    run(detector, samples(400, 2) + [result(1000, test_item=item, sample_id="LATE", hours=24 * 90) for item in items])
+    assert not detector.items  # ... and leaves with them, so passing results of quiet items cost nothing
+
+
 def test_cross_city_cluster_needs_several_cities_at_once():
     detector = CrossCityCluster()
     background = [result(n, 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(200)]
