@@ -21,7 +21,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans
+from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
 
 ALLIANCE = "*"
@@ -42,7 +43,7 @@ class FailureRateTrend(Detector):
         self.window, self.min_failures, self.alpha = window, min_failures, alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
         self.segments: dict[tuple[str, ...], FailureScan] = {}  # category × city, category alliance-wide
-        self.items: dict[tuple[str, ...], FailureScan] = {}  # category × city × item, while it has recent failures
+        self.items = RecentFailureScans(window)  # category × city × item
         self.last_p: dict[tuple[str, ...], float] = {}
 
     def _keys(self, result: LabResult) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -63,15 +64,10 @@ class FailureRateTrend(Detector):
             scan.add(result.sampled_at, rate, failed, result)
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
         key = self._item_key(result)
-        scan = self.items.get(key)
-        if scan is None and failed:
-            scan = self.items[key] = FailureScan(self.window)
-        if scan is not None:
-            scan.add(result.sampled_at, rate, failed, result)
+        if self.items.add(key, result.sampled_at, rate, failed, result) is not None:
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
-            if scan.failures is None:  # its failures have aged out: nothing left to scan
-                del self.items[key]
-                self.last_p.pop(key, None)
+        else:
+            self.last_p.pop(key, None)
         if not alerting:
             self.usual.learn(item, failed)
 
@@ -87,18 +83,22 @@ class FailureRateTrend(Detector):
             return []
         alerts = []
         city_key, alliance_key = self._keys(result)
-        for key, scan, signal in (
-            (city_key, self.segments[city_key], city_key),
-            (self._item_key(result), self.items[self._item_key(result)], city_key),
-            (alliance_key, self.segments[alliance_key], alliance_key),
+        item_key = self._item_key(result)
+        for key, scan, signal, item in (
+            (city_key, self.segments[city_key], city_key, None),
+            (item_key, self.items.scans[item_key], city_key, result.test_item),
+            (alliance_key, self.segments[alliance_key], alliance_key, None),
         ):
             cluster = scan.cluster(min_failures=self.min_failures)
             self.last_p[key] = cluster.p_value if cluster else 1.0
             if cluster is not None and cluster.p_value < self.alpha:
-                alerts.append(self._firing(signal, result, cluster, scan.payloads(cluster.start), now))
+                alerts.append(self._firing(signal, result, cluster, scan.payloads(cluster.start), now, item))
         return alerts
 
-    def _firing(self, key: tuple[str, str], result: LabResult, cluster: FailureCluster, evidence: list[LabResult], now: datetime) -> Alert:
+    def _firing(
+        self, key: tuple[str, str], result: LabResult, cluster: FailureCluster, evidence: list[LabResult], now: datetime, item: str | None
+    ) -> Alert:
+        """``item``: the test item whose own results the run was counted among, if not every item's."""
         category, city = key
         place = None if city == ALLIANCE else city
         where_en, where_zh = segment_text(category, None, place), segment_text(category, None, place, "zh")
@@ -116,12 +116,13 @@ class FailureRateTrend(Detector):
             title=f"Failure rate rising: {where_en}",
             title_zh=f"{where_zh}不合格率上升",
             explanation=(
-                f"{cluster.failures} of the last {cluster.results} results failed ({100 * observed:.1f} %; items: {', '.join(items)}), "
+                f"{cluster.failures} of the last {cluster.results} {test_item_name(item) + ' ' if item else ''}results failed "
+                f"({100 * observed:.1f} %; items: {', '.join(items)}), "
                 f"against a usual rate of {100 * usual:.2f} % for these items, that is about {cluster.expected:.2g} failures expected "
                 f"(chance of this many or more: {cluster.p_value:.1g})."
             ),
             explanation_zh=(
-                f"近{cluster.results}项结果中{cluster.failures}项不合格({100 * observed:.1f}%),这些项目通常不合格率为{100 * usual:.2f}%,"
+                f"近{cluster.results}项{test_item_name(item, 'zh') if item else ''}结果中{cluster.failures}项不合格({100 * observed:.1f}%),这些项目通常不合格率为{100 * usual:.2f}%,"
                 f"仅应约{cluster.expected:.2g}项(偶然出现的概率{cluster.p_value:.1g})。"
             ),
             category=category,

@@ -7,6 +7,11 @@ the category: a maker failing twice on an item that hardly ever fails is a repea
 maker failing twice on an item that often fails may be bad luck. A maker under alert does not
 teach those usual rates, so one offender does not hide the next. It fires when the run holds
 at least ``min_batches`` distinct samples and its p-value is below ``alpha``.
+
+A maker failing again on the same item is scanned on that item's results of the maker too, while
+it has recent failures (``RecentFailureScans``): among everything else the maker had tested, a
+run on one item takes a few more failures to become improbable. Both fire under the maker's
+signal, as one alert.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan, runs_spanning
-from schemas.catalogue import category_name, city_name
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans, runs_spanning
+from schemas.catalogue import category_name, city_name, test_item_name
 from schemas.results import Alert, LabResult, Manufacturer, Severity
 
 
@@ -33,8 +38,9 @@ class ManufacturerRecurrence(Detector):
     ) -> None:
         self.window, self.min_batches, self.alpha = window, min_batches, alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
-        self.makers: dict[tuple[str, str], FailureScan] = {}
-        self.last_p: dict[tuple[str, str], float] = {}
+        self.makers: dict[tuple[str, str], FailureScan] = {}  # category × maker
+        self.items = RecentFailureScans(window)  # category × maker × item
+        self.last_p: dict[tuple[str, ...], float] = {}
 
     @staticmethod
     def _key(result: LabResult) -> tuple[str, str] | None:
@@ -48,8 +54,12 @@ class ManufacturerRecurrence(Detector):
             scan = self.makers.get(key)
             if scan is None:
                 scan = self.makers[key] = FailureScan(self.window)
-            scan.add(result.sampled_at, self.usual.rate(item), failed, result)
-            if self.last_p.get(key, 1.0) < self.alpha:
+            rate = self.usual.rate(item)
+            scan.add(result.sampled_at, rate, failed, result)
+            item_key = (*key, result.test_item)
+            if self.items.add(item_key, result.sampled_at, rate, failed, result) is None:
+                self.last_p.pop(item_key, None)
+            if min(self.last_p.get(key, 1.0), self.last_p.get(item_key, 1.0)) < self.alpha:
                 return  # a maker under alert does not teach the item's usual rate: it would mask the next offender
         self.usual.learn(item, failed)
 
@@ -65,16 +75,21 @@ class ManufacturerRecurrence(Detector):
         key = self._key(result)
         if not result.failing or key is None:
             return []
-        scan = self.makers[key]
-        fails = scan.payloads()
-        enough = runs_spanning(fails, lambda r: (r.lab_id, r.sample_id), self.min_batches)  # distinct samples
-        cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
-        self.last_p[key] = cluster.p_value if cluster else 1.0
-        if cluster is None or cluster.p_value >= self.alpha:
-            return []
-        return [self._firing(result, key[1], cluster, fails[cluster.start :], now)]
+        alerts = []
+        item_key = (*key, result.test_item)
+        for scan_key, scan, item in ((key, self.makers[key], None), (item_key, self.items.scans[item_key], result.test_item)):
+            fails = scan.payloads()
+            enough = runs_spanning(fails, lambda r: (r.lab_id, r.sample_id), self.min_batches)  # distinct samples
+            cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
+            self.last_p[scan_key] = cluster.p_value if cluster else 1.0
+            if cluster is not None and cluster.p_value < self.alpha:
+                alerts.append(self._firing(result, key[1], cluster, fails[cluster.start :], now, item))
+        return alerts
 
-    def _firing(self, result: LabResult, maker_id: str, cluster: FailureCluster, fails: list[LabResult], now: datetime) -> Alert:
+    def _firing(
+        self, result: LabResult, maker_id: str, cluster: FailureCluster, fails: list[LabResult], now: datetime, item: str | None
+    ) -> Alert:
+        """``item``: the test item whose own results the run was counted among, if not all the maker's."""
         batches = {(r.lab_id, r.sample_id) for r in fails}
         cities = sorted({r.city for r in fails})
         items = sorted({r.test_item for r in fails})
@@ -91,12 +106,13 @@ class ManufacturerRecurrence(Detector):
             title_zh=f"{maker}产品({category_name(result.category, 'zh')})多批次不合格",
             explanation=(
                 f"{len(batches)} batches of {maker} failed within {self.window.days} days "
-                f"({cluster.failures} failing results of its last {cluster.results} tested; items: {', '.join(items)}) in {where_en}. "
+                f"({cluster.failures} failing results of its last {cluster.results} tested{' for ' + test_item_name(item) if item else ''}; "
+                f"items: {', '.join(items)}) in {where_en}. "
                 f"At the usual failure rates of those items about {cluster.expected:.2g} would be expected; "
                 f"the chance of this is {cluster.p_value:.1g}."
             ),
             explanation_zh=(
-                f"{self.window.days}天内{maker}共{len(batches)}批次产品不合格(近{cluster.results}项检验中{cluster.failures}项不合格),"
+                f"{self.window.days}天内{maker}共{len(batches)}批次产品不合格(近{cluster.results}项{test_item_name(item, 'zh') if item else ''}检验中{cluster.failures}项不合格),"
                 f"涉及{where_zh};按这些项目通常的不合格率仅应约{cluster.expected:.2g}项,偶然出现的概率为{cluster.p_value:.1g}。"
             ),
             category=result.category,
@@ -108,5 +124,6 @@ class ManufacturerRecurrence(Detector):
 
     def reset(self) -> None:
         self.makers.clear()
+        self.items.clear()
         self.usual.clear()
         self.last_p.clear()

@@ -376,6 +376,41 @@ class FailureScan:
         return FailureCluster(j, int(counts[best]), self.seen - entries[j][2], float(means[best]), p_value)
 
 
+class RecentFailureScans:
+    """``FailureScan``s of many small streams (an item at one maker, in one city), each kept only while it
+    holds a recent failure.
+
+    Most such streams seldom fail, so a scan is made at a stream's first failure and dropped when
+    its failures have aged out: passing results of a stream without one cost nothing. A run's
+    expectation counts from its first failure, so nothing before it is needed.
+    """
+
+    __slots__ = ("scans", "window")
+
+    def __init__(self, window: timedelta) -> None:
+        self.window = window
+        self.scans: dict[tuple, FailureScan] = {}
+
+    def add(self, key: tuple, at: datetime, probability: float, failed: bool, payload: object = None) -> FailureScan | None:
+        """Add a result to its stream's scan; the scan, or None if the stream has no recent failure."""
+        scan = self.scans.get(key)
+        if scan is None:
+            if not failed:
+                return None
+            scan = self.scans[key] = FailureScan(self.window)
+        scan.add(at, probability, failed, payload)
+        if scan.failures is None:
+            del self.scans[key]
+            return None
+        return scan
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def clear(self) -> None:
+        self.scans.clear()
+
+
 def runs_spanning(payloads: Sequence, key: Callable[[object], object], least: int) -> list[bool]:
     """For each failure (oldest first), whether the run from it to the newest holds ``least`` distinct keys.
 

@@ -349,7 +349,7 @@ def test_failure_rate_catches_one_item_rising_among_many_at_its_third_failure():
     assert alerts and alerts[-1].signal == "food/grain_products/rice|zibo" and alerts[-1].test_item == "cadmium"
     # among the 13 results of six items since the first failure, the same three would not be enough
     assert detector.last_p[("food/grain_products/rice", "zibo")] > detector.alpha
-    assert alerts[-1].explanation.startswith("3 of the last 3 results failed") and len(alerts[-1].evidence) == 3
+    assert alerts[-1].explanation.startswith("3 of the last 3 cadmium (as Cd) results failed") and len(alerts[-1].evidence) == 3
     assert detector.items  # the scan lives while the failures are recent ...
     run(detector, samples(400, 2) + [result(1000, test_item=item, sample_id="LATE", hours=24 * 90) for item in items])
     assert not detector.items  # ... and leaves with them, so passing results of quiet items cost nothing
@@ -382,6 +382,26 @@ def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
     alerts = run(detector, repeat)
     assert alerts and alerts[-1].manufacturer.uscc == "MAKER3"
     assert alerts[-1].severity is Severity.SERIOUS and "batches" in alerts[-1].explanation
+
+
+def test_manufacturer_recurrence_catches_a_maker_failing_one_item_among_many_at_its_third_batch():
+    items = ["cadmium", "lead", "arsenic", "mercury", "chromium", "nickel"]
+
+    def samples(first: int, count: int, maker: str | None = None, failing: str | None = None) -> list[LabResult]:
+        return [
+            result(first + n, 0.5 if item == failing else 0.05, test_item=item, sample_id=f"S{first + n}",
+                   manufacturer_uscc=maker or f"MAKER{n % 20}", city=CITIES[n % 7])
+            for n in range(count) for item in items
+        ]  # fmt: skip
+
+    detector = ManufacturerRecurrence()
+    assert run(detector, samples(0, 400)) == []
+    alerts = run(detector, samples(400, 3, maker="MAKER3", failing="cadmium"))
+    assert alerts and alerts[-1].signal == "food/grain_products/rice|MAKER3" and alerts[-1].test_item == "cadmium"
+    assert "3 failing results of its last 3 tested for cadmium (as Cd); items" in alerts[-1].explanation
+    # among everything the maker had tested since its first failure (13 results), three failures would not be enough
+    assert detector.last_p[("food/grain_products/rice", "MAKER3")] > detector.alpha
+    assert len(detector.items) == 1
 
 
 def test_lab_bias_names_the_lab_reading_high():
