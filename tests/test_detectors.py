@@ -28,7 +28,17 @@ from detectors.merge import AlertMerger
 from detectors.multivariate import _NOT_DETECTED, MultivariateAnomaly, _usual_text
 from detectors.silent_lab import SilentLab
 from detectors.suite import DetectorSuite
-from detectors.univariate import Cusum, Ewma, FailureScan, RateEstimate, RobustBaseline, kendall_s, trend_test, z_to_score
+from detectors.univariate import (
+    Cusum,
+    Ewma,
+    FailureScan,
+    RateEstimate,
+    RecentFailureScans,
+    RobustBaseline,
+    kendall_s,
+    trend_test,
+    z_to_score,
+)
 from detectors.value_anomaly import ValueAnomaly
 from schemas.results import LabResult, Severity, result_id_for
 
@@ -198,6 +208,17 @@ def test_failure_scan_forgets_failures_older_than_its_window():
     scan.add(T0, 0.01, True, "old")
     scan.add(T0 + timedelta(days=2), 0.01, True, "new")
     assert scan.payloads() == ["new"] and scan.seen == 2
+
+
+def test_recent_failure_scans_keep_a_stream_only_while_it_has_a_recent_failure():
+    scans = RecentFailureScans(timedelta(days=1))
+    assert scans.add(("lead",), T0, 0.01, False) is None and len(scans) == 0  # passes alone make no scan
+    first = scans.add(("lead",), T0, 0.01, True, "first")
+    assert first is not None and scans.add(("lead",), T0 + timedelta(hours=1), 0.01, False) is first
+    second = scans.add(("lead",), T0 + timedelta(hours=2), 0.01, True, "second").cluster(min_failures=2)
+    assert second is not None and (second.failures, second.results) == (2, 3)  # the pass between them counted
+    assert second.expected == pytest.approx(0.03)
+    assert scans.add(("lead",), T0 + timedelta(days=2), 0.01, False) is None and len(scans) == 0  # aged out: dropped
 
 
 def test_algorithm_a_is_robust_to_one_outlying_lab():
