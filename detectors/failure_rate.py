@@ -42,9 +42,9 @@ class FailureRateTrend(Detector):
     ) -> None:
         self.window, self.min_failures, self.alpha = window, min_failures, alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
-        self.segments: dict[tuple[str, ...], FailureScan] = {}  # category × city, category alliance-wide
+        self.segments: dict[tuple[str, str], FailureScan] = {}  # category × city, category alliance-wide
         self.items = RecentFailureScans(window)  # category × city × item
-        self.last_p: dict[tuple[str, ...], float] = {}
+        self.last_p: dict[tuple[str, str], float] = {}  # of the segments
 
     def _keys(self, result: LabResult) -> tuple[tuple[str, str], tuple[str, str]]:
         return (result.category, result.city), (result.category, ALLIANCE)
@@ -65,9 +65,7 @@ class FailureRateTrend(Detector):
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
         key = self._item_key(result)
         if self.items.add(key, result.sampled_at, rate, failed, result) is not None:
-            alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
-        else:
-            self.last_p.pop(key, None)
+            alerting = alerting or self.items.alerting(key, self.alpha)
         if not alerting:
             self.usual.learn(item, failed)
 
@@ -84,13 +82,13 @@ class FailureRateTrend(Detector):
         alerts = []
         city_key, alliance_key = self._keys(result)
         item_key = self._item_key(result)
-        for key, scan, signal, item in (
-            (city_key, self.segments[city_key], city_key, None),
-            (item_key, self.items.scans[item_key], city_key, result.test_item),
-            (alliance_key, self.segments[alliance_key], alliance_key, None),
+        for key, scan, last_p, signal, item in (
+            (city_key, self.segments[city_key], self.last_p, city_key, None),
+            (item_key, self.items.scans[item_key], self.items.last_p, city_key, result.test_item),
+            (alliance_key, self.segments[alliance_key], self.last_p, alliance_key, None),
         ):
             cluster = scan.cluster(min_failures=self.min_failures)
-            self.last_p[key] = cluster.p_value if cluster else 1.0
+            last_p[key] = cluster.p_value if cluster else 1.0
             if cluster is not None and cluster.p_value < self.alpha:
                 alerts.append(self._firing(signal, result, cluster, scan.payloads(cluster.start), now, item))
         return alerts
@@ -122,7 +120,8 @@ class FailureRateTrend(Detector):
                 f"(chance of this many or more: {cluster.p_value:.1g})."
             ),
             explanation_zh=(
-                f"近{cluster.results}项{test_item_name(item, 'zh') if item else ''}结果中{cluster.failures}项不合格({100 * observed:.1f}%),这些项目通常不合格率为{100 * usual:.2f}%,"
+                f"近{cluster.results}项{test_item_name(item, 'zh') if item else ''}结果中{cluster.failures}项不合格({100 * observed:.1f}%),"
+                f"这些项目通常不合格率为{100 * usual:.2f}%,"
                 f"仅应约{cluster.expected:.2g}项(偶然出现的概率{cluster.p_value:.1g})。"
             ),
             category=category,

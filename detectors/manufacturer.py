@@ -40,7 +40,7 @@ class ManufacturerRecurrence(Detector):
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
         self.makers: dict[tuple[str, str], FailureScan] = {}  # category × maker
         self.items = RecentFailureScans(window)  # category × maker × item
-        self.last_p: dict[tuple[str, ...], float] = {}
+        self.last_p: dict[tuple[str, str], float] = {}  # of the makers
 
     @staticmethod
     def _key(result: LabResult) -> tuple[str, str] | None:
@@ -57,9 +57,8 @@ class ManufacturerRecurrence(Detector):
             rate = self.usual.rate(item)
             scan.add(result.sampled_at, rate, failed, result)
             item_key = (*key, result.test_item)
-            if self.items.add(item_key, result.sampled_at, rate, failed, result) is None:
-                self.last_p.pop(item_key, None)
-            if min(self.last_p.get(key, 1.0), self.last_p.get(item_key, 1.0)) < self.alpha:
+            self.items.add(item_key, result.sampled_at, rate, failed, result)
+            if self.last_p.get(key, 1.0) < self.alpha or self.items.alerting(item_key, self.alpha):
                 return  # a maker under alert does not teach the item's usual rate: it would mask the next offender
         self.usual.learn(item, failed)
 
@@ -77,11 +76,14 @@ class ManufacturerRecurrence(Detector):
             return []
         alerts = []
         item_key = (*key, result.test_item)
-        for scan_key, scan, item in ((key, self.makers[key], None), (item_key, self.items.scans[item_key], result.test_item)):
+        for scan_key, scan, last_p, item in (
+            (key, self.makers[key], self.last_p, None),
+            (item_key, self.items.scans[item_key], self.items.last_p, result.test_item),
+        ):
             fails = scan.payloads()
             enough = runs_spanning(fails, lambda r: (r.lab_id, r.sample_id), self.min_batches)  # distinct samples
             cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
-            self.last_p[scan_key] = cluster.p_value if cluster else 1.0
+            last_p[scan_key] = cluster.p_value if cluster else 1.0
             if cluster is not None and cluster.p_value < self.alpha:
                 alerts.append(self._firing(result, key[1], cluster, fails[cluster.start :], now, item))
         return alerts
@@ -112,7 +114,8 @@ class ManufacturerRecurrence(Detector):
                 f"the chance of this is {cluster.p_value:.1g}."
             ),
             explanation_zh=(
-                f"{self.window.days}天内{maker}共{len(batches)}批次产品不合格(近{cluster.results}项{test_item_name(item, 'zh') if item else ''}检验中{cluster.failures}项不合格),"
+                f"{self.window.days}天内{maker}共{len(batches)}批次产品不合格"
+                f"(近{cluster.results}项{test_item_name(item, 'zh') if item else ''}检验中{cluster.failures}项不合格),"
                 f"涉及{where_zh};按这些项目通常的不合格率仅应约{cluster.expected:.2g}项,偶然出现的概率为{cluster.p_value:.1g}。"
             ),
             category=result.category,

@@ -378,21 +378,28 @@ class FailureScan:
 
 class RecentFailureScans:
     """``FailureScan``s of many small streams (an item at one maker, in one city), each kept only while it
-    holds a recent failure.
+    holds a recent failure, with the p-value of its last judged run.
 
     Most such streams seldom fail, so a scan is made at a stream's first failure and dropped when
     its failures have aged out: passing results of a stream without one cost nothing. A run's
-    expectation counts from its first failure, so nothing before it is needed.
+    expectation counts from its first failure, so nothing before it is needed. A stream that falls
+    silent is dropped too, by a sweep that runs once the scans added to since the last one number
+    twice those kept (so it costs O(1) a result, amortised).
     """
 
-    __slots__ = ("scans", "window")
+    __slots__ = ("scans", "last_p", "window", "latest", "since_sweep")
 
     def __init__(self, window: timedelta) -> None:
         self.window = window
         self.scans: dict[tuple, FailureScan] = {}
+        self.last_p: dict[tuple, float] = {}  # of the streams with a scan
+        self.latest: datetime | None = None
+        self.since_sweep = 0
 
     def add(self, key: tuple, at: datetime, probability: float, failed: bool, payload: object = None) -> FailureScan | None:
         """Add a result to its stream's scan; the scan, or None if the stream has no recent failure."""
+        if self.latest is None or at > self.latest:
+            self.latest = at
         scan = self.scans.get(key)
         if scan is None:
             if not failed:
@@ -400,15 +407,35 @@ class RecentFailureScans:
             scan = self.scans[key] = FailureScan(self.window)
         scan.add(at, probability, failed, payload)
         if scan.failures is None:
-            del self.scans[key]
+            self._drop(key)
             return None
+        self.since_sweep += 1
+        if self.since_sweep > 2 * len(self.scans) + 64:
+            self._sweep()
         return scan
+
+    def alerting(self, key: tuple, alpha: float) -> bool:
+        """Whether the stream's last judged run was below ``alpha``."""
+        return self.last_p.get(key, 1.0) < alpha
+
+    def _drop(self, key: tuple) -> None:
+        del self.scans[key]
+        self.last_p.pop(key, None)
+
+    def _sweep(self) -> None:
+        """Drop the scans whose newest failure is older than the window by the latest time seen."""
+        self.since_sweep = 0
+        horizon = self.latest - self.window
+        for key in [key for key, scan in self.scans.items() if scan.failures[-1][0] < horizon]:
+            self._drop(key)
 
     def __len__(self) -> int:
         return len(self.scans)
 
     def clear(self) -> None:
         self.scans.clear()
+        self.last_p.clear()
+        self.latest, self.since_sweep = None, 0
 
 
 def runs_spanning(payloads: Sequence, key: Callable[[object], object], least: int) -> list[bool]:

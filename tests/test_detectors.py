@@ -219,6 +219,12 @@ def test_recent_failure_scans_keep_a_stream_only_while_it_has_a_recent_failure()
     assert second is not None and (second.failures, second.results) == (2, 3)  # the pass between them counted
     assert second.expected == pytest.approx(0.03)
     assert scans.add(("lead",), T0 + timedelta(days=2), 0.01, False) is None and len(scans) == 0  # aged out: dropped
+    scans.add(("silent",), T0, 0.01, True)
+    scans.last_p[("silent",)] = 1e-9
+    assert scans.alerting(("silent",), 1e-5)
+    for n in range(200):  # other streams fail days later; the silent one never sends again, yet is swept
+        scans.add((f"busy{n % 3}",), T0 + timedelta(days=3, minutes=n), 0.01, True)
+    assert ("silent",) not in scans.scans and not scans.alerting(("silent",), 1e-5) and len(scans) == 3
 
 
 def test_algorithm_a_is_robust_to_one_outlying_lab():
