@@ -193,6 +193,19 @@ class DetectorScore:
     def recall(self) -> float | None:
         return self.detected / self.incidents if self.incidents else None
 
+    def add(self, other: DetectorScore) -> None:
+        """Count another score's incidents, alerts and delays in this one (the overall row, or seeds pooled)."""
+        self.incidents += other.incidents
+        self.detected += other.detected
+        self.alerts += other.alerts
+        self.true_alerts += other.true_alerts
+        self.clean_alerts += other.clean_alerts
+        self.risky_maker_alerts += other.risky_maker_alerts
+        self.delays_results += other.delays_results
+        self.delays_hours += other.delays_hours
+        self.first_warning.extend(other.first_warning)
+        self.first_pattern_warning.extend(other.first_pattern_warning)
+
     @property
     def precision(self) -> float | None:
         return self.true_alerts / self.alerts if self.alerts else None
@@ -314,20 +327,25 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
             score.delays_results.append(sum(1 for p in labelled if p <= trigger_position))
             score.delays_hours.append(max(0.0, (incident_results[trigger_position].sampled_at - onset.sampled_at).total_seconds() / 3600))
     for name, score in scores.items():
-        if name == "limit_exceedance":
-            continue
-        overall.incidents += score.incidents
-        overall.detected += score.detected
-        overall.alerts += score.alerts
-        overall.true_alerts += score.true_alerts
-        overall.clean_alerts += score.clean_alerts
-        overall.risky_maker_alerts += score.risky_maker_alerts
-        overall.delays_results += score.delays_results
-        overall.delays_hours += score.delays_hours
-        overall.first_warning.extend(score.first_warning)
-        overall.first_pattern_warning.extend(score.first_pattern_warning)
+        if name != "limit_exceedance":
+            overall.add(score)
     seconds = run.seconds + clean.seconds
     return BenchReport(scores, len(clean_results), len(incident_results), (len(incident_results) + len(clean_results)) / seconds, overall)
+
+
+def pooled(reports: list[BenchReport]) -> BenchReport:
+    """Several seeds' reports as one: every incident, alert and clean result counted once, so that
+    recall and false alarms rest on five times the incidents that one seed has."""
+    scores: dict[str, DetectorScore] = {}
+    overall = DetectorScore("overall")
+    for report in reports:
+        for name, score in report.scores.items():
+            scores.setdefault(name, DetectorScore(name)).add(score)
+        overall.add(report.overall)
+    clean = sum(r.clean_results for r in reports)
+    incident = sum(r.incident_results for r in reports)
+    seconds = sum((r.clean_results + r.incident_results) / r.results_per_second for r in reports)
+    return BenchReport(scores, clean, incident, (clean + incident) / seconds, overall)
 
 
 def median(values: list[float]) -> float | None:

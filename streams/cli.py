@@ -388,27 +388,44 @@ def bench() -> None:
 
 
 @bench.command("detect")
-@click.option("--seed", type=int, default=2026, show_default=True)
+@click.option(
+    "--seed",
+    "seeds",
+    type=int,
+    multiple=True,
+    default=(2026,),
+    show_default=True,
+    help="Scenario seed; repeat it to run several and pool them (e.g. --seed 2026 --seed 7 --seed 1)",
+)
 @click.option("--per-kind", type=int, default=5, show_default=True, help="Incidents of each kind")
 @click.option("--clean-reports", type=int, default=30000, show_default=True, help="Reports in the clean stream")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON")
-def bench_detect(seed: int, per_kind: int, clean_reports: int, as_json: bool) -> None:
+def bench_detect(seeds: tuple[int, ...], per_kind: int, clean_reports: int, as_json: bool) -> None:
     """Recall, precision, false alerts and delay of every detector on labelled scenarios."""
-    from streams.bench_detect import BenchConfig, evaluate
-    from streams.bench_report import print_report, report_json
+    from streams.bench_detect import BenchConfig, evaluate, pooled
+    from streams.bench_report import print_report, print_seeds, report_json
 
-    config = BenchConfig(seed=seed, per_kind=per_kind, clean_reports=clean_reports)
+    seeds = tuple(dict.fromkeys(seeds))  # each once
+    configs = {seed: BenchConfig(seed=seed, per_kind=per_kind, clean_reports=clean_reports) for seed in seeds}
+    reports = {}
     with _progress() as progress:
         task = progress.add_task("starting", total=None)
+        for seed, config in configs.items():
 
-        def update(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=stage, completed=done, total=total)
+            def update(stage: str, done: int, total: int, seed: int = seed) -> None:
+                label = f"seed {seed} ({len(reports) + 1} of {len(configs)}): {stage}" if len(configs) > 1 else stage
+                progress.update(task, description=label, completed=done, total=total)
 
-        report = evaluate(config, update)
+            reports[seed] = evaluate(config, update)
+    config = configs[seeds[0]]
+    report = reports[seeds[0]] if len(seeds) == 1 else pooled(list(reports.values()))
     if as_json:
-        click.echo(report_json(report, config))
-    else:
-        print_report(report, config, Console(width=max(console.width, 190)))  # wide even when piped
+        click.echo(report_json(report, config, reports if len(seeds) > 1 else None))
+        return
+    wide = Console(width=max(console.width, 190))  # wide even when piped
+    if len(seeds) > 1:
+        print_seeds(reports, wide)
+    print_report(report, config, wide, seeds)
 
 
 @bench.command("pipeline")

@@ -1,12 +1,15 @@
 import dataclasses
+import json
 from datetime import UTC, datetime
 
 import orjson
+from rich.console import Console
 
 from detectors.base import firing
 from schemas.results import Severity
 from schemas.validation import validate_report
-from streams.bench_detect import Run, about_risky_makers, run_suite
+from streams.bench_detect import BenchConfig, BenchReport, DetectorScore, Run, about_risky_makers, pooled, run_suite
+from streams.bench_report import print_report, print_seeds, report_json, rows
 from streams.simulation import DEFAULT_INCIDENTS, Incident, Simulator, uscc_check_character
 
 
@@ -105,3 +108,29 @@ def test_the_bench_notes_the_first_firing_of_any_detector_that_cites_an_incident
     assert 1 not in run.first_citing  # an ordinary value raises nothing
     assert 0 not in run.first_pattern_citing  # two failing results of different segments make no pattern
     assert run_suite(results, 500).first_citing == {}  # without labels nothing is noted
+
+
+def _bench_report(detected_delays: list[int], incidents: int, clean_alerts: int, clean: int, incident: int, seconds: float):
+    def score(name: str) -> DetectorScore:
+        return DetectorScore(name, incidents=incidents, detected=len(detected_delays), alerts=10, true_alerts=9,
+                             clean_alerts=clean_alerts, delays_results=list(detected_delays), delays_hours=[1.0] * len(detected_delays))  # fmt: skip
+
+    return BenchReport({"failure_rate": score("failure_rate")}, clean, incident, (clean + incident) / seconds, score("overall"))
+
+
+def test_pooled_seeds_count_every_incident_alert_and_clean_result_once():
+    first = _bench_report([2, 3, 4, 5, 6], incidents=5, clean_alerts=1, clean=10_000, incident=20_000, seconds=3.0)
+    second = _bench_report([1, 1, 1, 9], incidents=5, clean_alerts=0, clean=30_000, incident=20_000, seconds=2.5)
+    pool = pooled([first, second])
+    overall = rows(pool)[-1]
+    assert (overall["incidents"], overall["detected"], overall["recall"]) == (10, 9, 0.9)
+    assert overall["median_delay_results"] == 3 and overall["detected_within_target_delay"] == 5  # 1, 1, 1, 2, 3 of nine
+    assert overall["false_per_10k_clean"] == 0.25 and (pool.clean_results, pool.incident_results) == (40_000, 40_000)
+    assert pool.results_per_second == 80_000 / 5.5  # both seeds' results over both seeds' time
+    figures = json.loads(report_json(pool, BenchConfig(seed=7), {7: first, 8: second}))
+    assert figures["config"]["seed"] == [7, 8] and figures["seeds"]["8"]["detectors"][-1]["detected_within_target_delay"] == 3
+    console = Console(record=True, width=200)
+    print_seeds({7: first, 8: second}, console)
+    print_report(pool, BenchConfig(seed=7), console, seeds=(7, 8))
+    text = console.export_text()
+    assert "seeds 7, 8 pooled" in text and "2/5" in text and "3/4" in text  # found within 3 results, seed by seed
