@@ -335,7 +335,7 @@ def evaluate(config: BenchConfig = BenchConfig(), progress: Callable[[str, int, 
 
 def pooled(reports: list[BenchReport]) -> BenchReport:
     """Several seeds' reports as one: every incident, alert and clean result counted once, so that
-    recall and false alarms rest on five times the incidents that one seed has."""
+    recall and false alarms rest on as many times the incidents as there are seeds."""
     scores: dict[str, DetectorScore] = {}
     overall = DetectorScore("overall")
     for report in reports:
