@@ -383,8 +383,8 @@ class RecentFailureScans:
     Most such streams seldom fail, so a scan is made at a stream's first failure and dropped when
     its failures have aged out: passing results of a stream without one cost nothing. A run's
     expectation counts from its first failure, so nothing before it is needed. A stream that falls
-    silent is dropped too, by a sweep that runs once the scans added to since the last one number
-    twice those kept (so it costs O(1) a result, amortised).
+    silent is dropped too, by a sweep that runs after more additions than twice the scans kept
+    (so it costs O(1) a result, amortised).
     """
 
     __slots__ = ("scans", "last_p", "window", "latest", "since_sweep")
