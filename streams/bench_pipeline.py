@@ -9,7 +9,9 @@ All on one local tansu broker, on the same pre-generated reports, in one run:
 (d) publication → ClickHouse latency of the full worker at a fixed offered rate, from its
     histogram, and the worker's peak RSS;
 (a2), (e) the same reports carried many to a message (``riskwatch.lab_report_batch.v1``, as
-    ``riskwatch publish`` sends them): the bare consumer and the full worker again.
+    ``riskwatch publish`` sends them): the bare consumer and the full worker again;
+(v) the worker's validation alone, in this process, no broker: the first stage of (c), whose
+    rate bounds the worker's whatever the detectors and the sink cost.
 
 Figures, not assertions: the machine is shared, so (c) is judged against (a) measured here.
 """
@@ -33,8 +35,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.broker import LocalBroker, free_port
+from streams.pipeline import Ingestor, SourceMessage
 from streams.procfs import child_pids, cpu_seconds, peak_rss_mb
 from streams.publisher import Batching, batch_messages
+from streams.settings import Settings
 from streams.simulation import Simulator
 from streams.worker_process import WorkerProcess
 
@@ -54,6 +58,21 @@ class Figures:
     @property
     def results_per_second(self) -> float:
         return self.results / self.seconds if self.seconds else 0.0
+
+
+def validation_alone(messages: list[tuple[bytes, bytes]], items: int) -> Figures:
+    """(v) The worker's ingest stage (parse, schema, units, results) over the messages, every
+    category kept local as in the worker that owns it: no envelopes, no broker."""
+    settings = Settings()
+    ingestor = Ingestor(settings.validation_policy, settings.max_message_bytes)
+    published = time.time()
+    source = [SourceMessage("bench.reports", 0, offset, key, value, published) for offset, (key, value) in enumerate(messages)]
+    started = time.perf_counter()
+    output = ingestor.ingest(source, is_local=lambda category: True)
+    seconds = time.perf_counter() - started
+    if output.valid_results != items or output.dead_letters:
+        raise RuntimeError(f"validation kept {output.valid_results} of {items} results, {len(output.dead_letters)} dead letters")
+    return Figures("v. validation alone, no broker", output.reports, output.valid_results, seconds)
 
 
 def make_reports(count: int, seed: int = 11, days_ago: int = 60) -> tuple[list[tuple[bytes, bytes]], int]:
@@ -275,6 +294,7 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         await produce(broker.bootstrap, batch_topic, batched)
         bare_batches = await bare_consumer(broker.bootstrap, batch_topic, len(messages), f"a2. bare aiokafka, {batch} reports per message")
         on_batches = await full_worker_on_batches(broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid)
-        return [bare, noop, full, latency, bare_batches, on_batches]
+        progress("(v) validation alone")
+        return [bare, noop, full, latency, bare_batches, on_batches, validation_alone(messages, items)]
     finally:
         broker.stop()

@@ -451,6 +451,10 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
         f"full worker / bare consumer, one report per message: {full.messages_per_second / bare.messages_per_second:.3f} (target ≥ 0.5)"
     )
     console.print(f"full worker / bare consumer, batch messages: {on_batches.messages_per_second / bare_batches.messages_per_second:.3f}")
+    console.print(
+        f"validation alone: {figures[6].messages_per_second:,.0f} reports/s, a bound on the worker's rate "
+        f"(target for the whole worker: 60,000; full worker / validation alone {full.messages_per_second / figures[6].messages_per_second:.2f})"
+    )
 
 
 @bench.command("state")
