@@ -64,8 +64,8 @@ class FailureRateTrend(Detector):
             scan.add(result.sampled_at, rate, failed, result)
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
         key = self._item_key(result)
-        if self.items.add(key, result.sampled_at, rate, failed, result) is not None:
-            alerting = alerting or self.items.alerting(key, self.alpha)
+        self.items.add(key, result.sampled_at, rate, failed, result)
+        alerting = alerting or self.items.alerting(key, self.alpha)  # False once a stream's scan is dropped
         if not alerting:
             self.usual.learn(item, failed)
 
