@@ -72,13 +72,17 @@ class LabMakerFit:
     counts: array  # lab code → its results in the window
     judged: int  # labs with at least min_results of them
 
+    def lab(self, code: int) -> float:
+        """A lab's effect; 0 for one the fit has not seen (coded since)."""
+        return self.labs[code] if code < len(self.labs) else 0.0
+
     def maker(self, code: int | None) -> float:
         """A maker's effect; 0 for one the fit has not seen (coded since, or None: never coded)."""
         return self.makers[code] if code is not None and code < len(self.makers) else 0.0
 
     def renumbered(self, labs: Sequence[int], makers: Sequence[int]) -> LabMakerFit:
         """The same fit under fresh codes: ``labs[new]`` and ``makers[new]`` are each one's old code."""
-        lab_effects = array("d", (self.labs[old] if old < len(self.labs) else 0.0 for old in labs))
+        lab_effects = array("d", map(self.lab, labs))
         counts = array("I", (self.counts[old] if old < len(self.counts) else 0 for old in labs))
         return LabMakerFit(self.level, lab_effects, array("d", map(self.maker, makers)), self.scale, counts, self.judged)
 
@@ -110,7 +114,7 @@ def fit_labs_and_makers(
         level, lab_effects = float(np.median(y)), np.zeros(len(lab_seen))
     else:
         level = start.level
-        lab_effects = np.array([start.labs[code] if code < len(start.labs) else 0.0 for code in lab_seen.tolist()])
+        lab_effects = np.array([start.lab(code) for code in lab_seen.tolist()])
     maker_effects = np.zeros(len(maker_seen))
     centred = judged if judged.any() else np.ones(len(lab_seen), dtype=bool)
     for _ in range(_BACKFITTING_ROUNDS):
