@@ -446,14 +446,14 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
         rates = ("–", "–") if not f.seconds else (f"{f.messages_per_second:,.0f}", f"{f.results_per_second:,.0f}")
         table.add_row(f.name, f"{f.messages:,}", f"{f.results:,}", f"{f.seconds:.2f}" if f.seconds else "–", *rates, notes)
     Console(width=max(console.width, 150)).print(table)  # wide even when piped: the figures must stay readable
-    bare, full, bare_batches, on_batches = figures[0], figures[2], figures[4], figures[5]
+    bare, _, full, _, bare_batches, on_batches, validation = figures
     console.print(
         f"full worker / bare consumer, one report per message: {full.messages_per_second / bare.messages_per_second:.3f} (target ≥ 0.5)"
     )
     console.print(f"full worker / bare consumer, batch messages: {on_batches.messages_per_second / bare_batches.messages_per_second:.3f}")
     console.print(
-        f"validation alone: {figures[6].messages_per_second:,.0f} reports/s, a bound on the worker's rate "
-        f"(target for the whole worker: 60,000; full worker / validation alone {full.messages_per_second / figures[6].messages_per_second:.2f})"
+        f"validation alone: {validation.messages_per_second:,.0f} reports/s, a bound on the worker's rate "
+        f"(target for the whole worker: 60,000; full worker / validation alone {full.messages_per_second / validation.messages_per_second:.2f})"
     )
 
 
