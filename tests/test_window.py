@@ -78,12 +78,17 @@ def test_a_pickled_window_names_its_places_so_another_process_reads_them_right(m
     assert [e.lab_id for e in copy.evidence()] == ["ZBQI", "JNQI", "ZBQI", "ZBQI"] and len(copy) == 4
 
 
-def test_entries_that_do_not_fit_a_record_are_kept_whole_and_leave_with_their_entry(monkeypatch):
+def _crowd_places(monkeypatch) -> None:
+    """This process already knows as many places as a record can name: the next one does not fit."""
     crowded = window_module.CodeTable()
     crowded.code(("zibo", "ZBQI"))
-    while len(crowded.names) < window_module._PLACE_CODES:  # a process that already knows as many places as a record can name
+    while len(crowded.names) < window_module._PLACE_CODES:
         crowded.code(("city", f"LAB-{len(crowded.names)}"))
     monkeypatch.setattr(window_module, "_PLACES", crowded)
+
+
+def test_entries_that_do_not_fit_a_record_are_kept_whole_and_leave_with_their_entry(monkeypatch):
+    _crowd_places(monkeypatch)
     window = Window(maxlen=3)
     odd = [
         dataclasses.replace(result(0), sampled_at=datetime(1969, 12, 31, 23, 0, tzinfo=UTC)),  # before the epoch
@@ -108,11 +113,7 @@ def test_a_window_read_by_a_process_that_knows_too_many_places_keeps_those_entri
     window.append(dataclasses.replace(result(0), city="weihai", lab_id="WHQI"), 0.0)
     window.append(result(1), 1.0)
     payload = pickle.dumps(window)
-    crowded = window_module.CodeTable()
-    crowded.code(("zibo", "ZBQI"))
-    for n in range(window_module._PLACE_CODES):
-        crowded.code(("city", f"LAB-{n}"))
-    monkeypatch.setattr(window_module, "_PLACES", crowded)
+    _crowd_places(monkeypatch)
     copy = pickle.loads(payload)
     assert [(e.result_id, e.city, e.lab_id) for e in copy.evidence()] == [
         (result(0).result_id, "weihai", "WHQI"),
