@@ -387,12 +387,24 @@ def test_cross_city_cluster_needs_several_cities_at_once():
     background = [result(n, 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(200)]
     assert run(detector, background) == []
     one_city = [result(200 + n, 0.5, sample_id=f"Z{n}") for n in range(4)]
-    assert run(detector, one_city) == []
-    spread = [result(210 + n, 0.5, city=city, sample_id=f"C{n}") for n, city in enumerate(["jinan", "binzhou", "dongying"])]
+    assert run(detector, one_city) == []  # improbable, but one city's rise is failure rate's alert
+    assert detector.last_p[("food/grain_products/rice", "cadmium")] == 1.0
+    second_city = run(detector, [result(210, 0.5, city="jinan", sample_id="C0")])
+    assert [a.detector for a in second_city] == ["cross_city"]  # the second city's first failure fires
+    assert second_city[0].cities == ["jinan", "zibo"] and second_city[0].severity == Severity.POTENTIALLY_SERIOUS
+    assert second_city[0].title.startswith("Same hazard in 2 cities")
+    assert "chance of this many or more" in second_city[0].explanation
+    spread = [result(211 + n, 0.5, city=city, sample_id=f"C{n + 1}") for n, city in enumerate(["binzhou", "dongying", "taian"])]
     alerts = run(detector, spread)
-    assert alerts and alerts[-1].detector == "cross_city"
-    assert set(alerts[-1].cities) >= {"zibo", "jinan", "binzhou", "dongying"}
-    assert "chance of this many or more" in alerts[-1].explanation
+    assert len(alerts[-1].cities) == 5 and alerts[-1].severity == Severity.SERIOUS
+
+
+def test_cross_city_cluster_keeps_two_cities_chance_failures_quiet():
+    """Two failures in two cities weeks of results apart are what an item's usual rate gives."""
+    detector = CrossCityCluster()
+    stream = [result(n, 0.5 if n in (100, 160) else 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(400)]
+    assert run(detector, stream) == []
+    assert detector.last_p[("food/grain_products/rice", "cadmium")] > detector.alpha
 
 
 def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
