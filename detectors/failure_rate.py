@@ -35,7 +35,7 @@ class FailureRateTrend(Detector):
         self,
         window: timedelta = timedelta(days=30),
         min_failures: int = 3,
-        alpha: float = 1e-5,
+        alpha: float = 1e-4,
         prior_rate: float = 0.005,
         prior_weight: float = 400.0,
         memory: float = 3000.0,

@@ -31,7 +31,7 @@ class ManufacturerRecurrence(Detector):
         self,
         window: timedelta = timedelta(days=180),
         min_batches: int = 2,
-        alpha: float = 1e-5,
+        alpha: float = 3e-5,
         prior_rate: float = 0.005,
         prior_weight: float = 400.0,
         memory: float = 5000.0,

@@ -333,8 +333,7 @@ def test_drift_in_a_city_that_seldom_tests_the_item_is_judged_against_the_other_
 
 
 def test_failure_rate_fires_when_failures_bunch_up_in_one_city():
-    rng = random.Random(6)
-    usual = [result(n, 0.5 if rng.random() < 0.004 else 0.05) for n in range(1500)]
+    usual = [result(n, 0.5 if n % 250 == 125 else 0.05) for n in range(1500)]  # the usual 0.4 %, spread out
     detector = FailureRateTrend()
     quiet = run(detector, usual)
     assert quiet == []
@@ -370,7 +369,7 @@ def test_failure_rate_catches_one_item_rising_among_many_at_its_third_failure():
             for n in range(count) for item in items
         ]  # fmt: skip
 
-    detector = FailureRateTrend()
+    detector = FailureRateTrend(alpha=1e-5)  # strict enough that the whole category × city's scan is not
     assert run(detector, samples(0, 300)) == []
     alerts = run(detector, samples(300, 3, failing="cadmium"))
     assert alerts and alerts[-1].signal == "food/grain_products/rice|zibo" and alerts[-1].test_item == "cadmium"
@@ -433,7 +432,7 @@ def test_manufacturer_recurrence_catches_a_maker_failing_one_item_among_many_at_
             for n in range(count) for item in items
         ]  # fmt: skip
 
-    detector = ManufacturerRecurrence()
+    detector = ManufacturerRecurrence(alpha=1e-5)  # strict enough that the scan of all the maker's results is not
     assert run(detector, samples(0, 400)) == []
     alerts = run(detector, samples(400, 3, maker="MAKER3", failing="cadmium"))
     assert alerts and alerts[-1].signal == "food/grain_products/rice|MAKER3" and alerts[-1].test_item == "cadmium"
