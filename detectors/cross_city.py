@@ -4,7 +4,8 @@ This is the signal the alliance exists for. Per category × test item, the failu
 last ``window`` (event time) are scanned for the most improbable recent run of them
 (``FailureScan``) against the segment's usual failure rate; a run that spans at least
 ``min_cities`` cities with a p-value below ``alpha`` fires. On an item that seldom fails, three
-failures in two cities within a few dozen results fire at once; a slower spread fires when it has become improbable.
+failures in two cities within a few dozen results fire at once; a slower spread fires when it
+has become improbable.
 
 Two cities, not three: with a hazard in four cities the third city shows only after four or
 more failures, while the second usually shows with the second or third. What keeps chance

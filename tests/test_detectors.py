@@ -399,7 +399,7 @@ def test_cross_city_cluster_needs_several_cities_at_once():
 
 
 def test_cross_city_cluster_keeps_two_cities_chance_failures_quiet():
-    """Two failures in two cities weeks of results apart are what an item's usual rate gives."""
+    """Two failures in two cities a week apart (60 passing results between) are what an item's usual rate gives."""
     detector = CrossCityCluster()
     stream = [result(n, 0.5 if n in (100, 160) else 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(400)]
     assert run(detector, stream) == []
