@@ -19,12 +19,13 @@ from typing import Any
 
 # Fixed namespace: ids must be identical on every machine and across versions.
 _NAMESPACE = uuid.UUID("6f1c2a57-3b8e-4d0e-9a51-2c7f4e8b9d10")
+_NAMESPACE_BYTES = _NAMESPACE.bytes  # ``UUID.bytes`` builds them afresh at every call
 
 
 def name_uuid(name: str) -> str:
     """``str(uuid.uuid5(_NAMESPACE, name))`` without the ``UUID`` object between: a third of the
     time, and every result of every report asks for one."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + name.encode()).digest()[:16])
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return uuid_text(digest)

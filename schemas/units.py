@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Dimension(StrEnum):
@@ -122,8 +123,10 @@ class IncompatibleUnitsError(ValueError):
     pass
 
 
+@lru_cache(maxsize=1024)
 def parse_unit(text: str) -> Unit:
-    """The unit a lab wrote, tolerant of spelling; raises UnknownUnitError with the known units."""
+    """The unit a lab wrote, tolerant of spelling; raises UnknownUnitError with the known units.
+    Cached: every item of every report names a unit, and labs write a handful."""
     key = " ".join(text.strip().split()).lower()
     unit = _LOOKUP.get(key) or _LOOKUP.get(key.replace(" ", ""))
     if unit is None:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import fastjsonschema
 import orjson
 
+from schemas import typed_reports
 from schemas.catalogue import TEST_ITEMS
 from schemas.results import LabResult, result_id_for
 from schemas.units import BASE_UNIT, IncompatibleUnitsError, Unit, UnknownUnitError, convert, parse_unit
@@ -77,9 +78,9 @@ class Rejection:
 class ValidationOutcome:
     results: list[LabResult] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
-    report: dict[str, Any] | None = None
+    report: Any = None  # the report as parsed (a dict, or a typed report on the fast path); None when rejected whole
     batch_index: int | None = None  # the report's place in a batch message; None for a single report
-    original: Any = None  # the report as found in its batch (what a dead letter must show)
+    original: Any = None  # a batch's report as found there, when it has rejections: what a dead letter must show
 
     @property
     def rejected_whole(self) -> bool:
@@ -96,8 +97,7 @@ def _schema_reason(error: fastjsonschema.JsonSchemaValueException) -> str:
     return error.message.replace("data.", "").replace("data ", "report ")
 
 
-def _parse_time(report: dict[str, Any], name: str) -> datetime:
-    text = report[name]
+def _parse_time(name: str, text: str) -> datetime:
     try:
         ts = datetime.fromisoformat(text)
     except ValueError:
@@ -107,16 +107,18 @@ def _parse_time(report: dict[str, Any], name: str) -> datetime:
     return ts.astimezone(UTC)
 
 
-def _check_times(report: dict[str, Any], now: datetime, policy: ValidationPolicy) -> tuple[datetime, datetime, datetime]:
-    sampled, tested, published = (_parse_time(report, n) for n in ("sampled_at", "tested_at", "published_at"))
+def _check_times(
+    sampled_at: str, tested_at: str, published_at: str, now: datetime, policy: ValidationPolicy
+) -> tuple[datetime, datetime, datetime]:
+    sampled, tested, published = _parse_time("sampled_at", sampled_at), _parse_time("tested_at", tested_at), _parse_time("published_at", published_at)
     if sampled > tested:
-        raise ValueError(f"tested_at {report['tested_at']} is before sampled_at {report['sampled_at']}")
+        raise ValueError(f"tested_at {tested_at} is before sampled_at {sampled_at}")
     if tested > published:
-        raise ValueError(f"published_at {report['published_at']} is before tested_at {report['tested_at']}")
+        raise ValueError(f"published_at {published_at} is before tested_at {tested_at}")
     if published > now + policy.max_future_skew:
-        raise ValueError(f"published_at {report['published_at']} is in the future")
+        raise ValueError(f"published_at {published_at} is in the future")
     if sampled < now - policy.max_age:
-        raise ValueError(f"sampled_at {report['sampled_at']} is older than {policy.max_age.days} days")
+        raise ValueError(f"sampled_at {sampled_at} is older than {policy.max_age.days} days")
     return sampled, tested, published
 
 
@@ -163,24 +165,44 @@ class _Normalised(NamedTuple):
     reported_unit: str
 
 
-def _normalise_item(item: dict[str, Any], policy: ValidationPolicy) -> _Normalised:
+class _Item(NamedTuple):
+    """The fields of a test item that normalisation reads, from a dict or a typed item alike."""
+
+    test_item: str
+    value: Any
+    qualitative: str | None
+    unit: str | None
+    lod: Any
+    limit: Any
+    limit_type: str
+    limit_unit: str | None
+    standard: str
+    verdict: str
+
+
+def _item_of(item: dict[str, Any]) -> _Item:
+    return _Item(
+        item["test_item"], item.get("value"), item.get("qualitative"), item.get("unit"), item.get("lod"), item.get("limit"),
+        item.get("limit_type") or "max", item.get("limit_unit"), item.get("standard") or "", item["verdict"],
+    )  # fmt: skip
+
+
+def _normalise_item(item: _Item, policy: ValidationPolicy) -> _Normalised:
     """The item's numbers in its test item's canonical unit, with the limit ratio."""
-    reported_value = value = _finite("value", item.get("value"))
-    lod = _finite("lod", item.get("lod"))
-    limit = _finite("limit", item.get("limit"))
-    qualitative = item.get("qualitative")
-    limit_type = item.get("limit_type") or "max"
-    if value is None and qualitative is None:
+    reported_value = value = _finite("value", item.value)
+    lod = _finite("lod", item.lod)
+    limit = _finite("limit", item.limit)
+    if value is None and item.qualitative is None:
         raise _ItemError("item has neither a value nor a qualitative outcome")
-    unit_text = item.get("unit")
+    unit_text = item.unit
     if unit_text is None:
         if value is not None or lod is not None or limit is not None:
             raise _ItemError("value, lod or limit given without a unit")
         return _Normalised(None, "", None, None, None, None, "")
     try:
         reported_unit = parse_unit(unit_text)
-        canonical = _canonical_unit(item["test_item"], reported_unit)
-        limit_unit = parse_unit(item["limit_unit"]) if item.get("limit_unit") else reported_unit
+        canonical = _canonical_unit(item.test_item, reported_unit)
+        limit_unit = parse_unit(item.limit_unit) if item.limit_unit else reported_unit
         if value is not None:
             if value < 0:
                 raise _ItemError(f"value {value:g} {unit_text} is negative")
@@ -194,9 +216,68 @@ def _normalise_item(item: dict[str, Any], policy: ValidationPolicy) -> _Normalis
     if value is not None and canonical.dimension.value == "mass_fraction":
         in_mg_per_kg = convert(value, canonical, parse_unit("mg/kg"))
         if in_mg_per_kg > policy.max_mass_fraction_mg_per_kg:
-            raise _ItemError(f"value {item['value']:g} {unit_text} is more than 100 % of the sample")
-    ratio = _limit_ratio(value, limit, limit_type)
+            raise _ItemError(f"value {item.value:g} {unit_text} is more than 100 % of the sample")
+    ratio = _limit_ratio(value, limit, item.limit_type)
     return _Normalised(value, canonical.symbol, lod, limit, ratio, reported_value, reported_unit.symbol)
+
+
+class _Header(NamedTuple):
+    """What every result of a report shares."""
+
+    report_id: str
+    sample_id: str
+    lab_id: str
+    lab_name: str
+    city: str
+    programme: str
+    category: str
+    product_name: str
+    manufacturer_name: str
+    manufacturer_uscc: str
+    sampling_site: str
+    site_kind: str
+    sampled_at: datetime
+    tested_at: datetime
+    published_at: datetime
+    synthetic: bool
+    source_partition: int
+    source_offset: int
+
+
+def _result(header: _Header, item: _Item, numbers: _Normalised) -> LabResult:
+    return LabResult(
+        result_id=result_id_for(header.lab_id, header.sample_id, item.test_item),
+        report_id=header.report_id,
+        sample_id=header.sample_id,
+        lab_id=header.lab_id,
+        lab_name=header.lab_name,
+        city=header.city,
+        programme=header.programme,
+        category=header.category,
+        product_name=header.product_name,
+        manufacturer_name=header.manufacturer_name,
+        manufacturer_uscc=header.manufacturer_uscc,
+        sampling_site=header.sampling_site,
+        site_kind=header.site_kind,
+        sampled_at=header.sampled_at,
+        tested_at=header.tested_at,
+        published_at=header.published_at,
+        test_item=item.test_item,
+        value=numbers.value,
+        unit=numbers.unit,
+        qualitative=item.qualitative,
+        lod=numbers.lod,
+        limit=numbers.limit,
+        limit_type=item.limit_type,
+        limit_ratio=numbers.ratio,
+        standard=item.standard,
+        verdict=item.verdict,
+        reported_value=numbers.reported_value,
+        reported_unit=numbers.reported_unit,
+        synthetic=header.synthetic,
+        source_partition=header.source_partition,
+        source_offset=header.source_offset,
+    )
 
 
 def validate_report(
@@ -208,10 +289,16 @@ def validate_report(
     source_offset: int = -1,
 ) -> ValidationOutcome:
     """Check one lab report message and normalise every valid item; never raises on bad input."""
+    now = now or datetime.now(UTC)
+    typed = typed_reports.decode(payload)
+    if isinstance(typed, typed_reports.Report):
+        outcome = _validate_typed(typed, now, policy, source_partition, source_offset)
+        if outcome is not None:
+            return outcome
     parsed = _parse(payload)
     if isinstance(parsed, Rejection):
         return ValidationOutcome(rejections=[parsed])
-    return _validate_parsed(parsed, now or datetime.now(UTC), policy, source_partition, source_offset)
+    return _validate_parsed(parsed, now, policy, source_partition, source_offset)
 
 
 def validate_message(
@@ -224,10 +311,15 @@ def validate_message(
 ) -> list[ValidationOutcome]:
     """One outcome per report: one for a single report, one per report of a batch message
     (``riskwatch.lab_report_batch.v1``, each report judged alone); never raises on bad input."""
+    now = now or datetime.now(UTC)
+    typed = typed_reports.decode(payload)
+    if typed is not None:
+        outcomes = _validate_typed_message(typed, now, policy, source_partition, source_offset)
+        if outcomes is not None:
+            return outcomes
     parsed = _parse(payload)
     if isinstance(parsed, Rejection):
         return [ValidationOutcome(rejections=[parsed])]
-    now = now or datetime.now(UTC)
     if parsed.get("schema") != BATCH_SCHEMA_NAME:
         return [_validate_parsed(parsed, now, policy, source_partition, source_offset)]
     try:
@@ -240,6 +332,56 @@ def validate_message(
         outcome.batch_index, outcome.original = index, report
         outcomes.append(outcome)
     return outcomes
+
+
+def _validate_typed_message(
+    typed: typed_reports.Report | typed_reports.ReportBatch, now: datetime, policy: ValidationPolicy, source_partition: int, source_offset: int
+) -> list[ValidationOutcome] | None:
+    """The fast path: outcomes when every report and item of the message is valid, else None."""
+    if isinstance(typed, typed_reports.Report):
+        outcome = _validate_typed(typed, now, policy, source_partition, source_offset)
+        return None if outcome is None else [outcome]
+    outcomes = []
+    for index, report in enumerate(typed.reports):
+        outcome = _validate_typed(report, now, policy, source_partition, source_offset)
+        if outcome is None:
+            return None
+        outcome.batch_index = index
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _validate_typed(
+    report: typed_reports.Report, now: datetime, policy: ValidationPolicy, source_partition: int, source_offset: int
+) -> ValidationOutcome | None:
+    """A typed report's results when it and every item are valid; None for anything the schema
+    path must judge, so that every reason is given in one place."""
+    try:
+        sampled, tested, published = _check_times(report.sampled_at, report.tested_at, report.published_at, now, policy)
+    except ValueError:
+        return None
+    maker, site = report.manufacturer, report.sampling_site
+    header = _Header(
+        report.report_id, report.sample_id, report.lab.id, report.lab.name, report.city, report.programme, report.category,
+        report.product_name, maker.name if maker else "", (maker.uscc or "") if maker else "",
+        site.name if site else "", (site.kind or "") if site else "", sampled, tested, published, bool(report.synthetic),
+        source_partition, source_offset,
+    )  # fmt: skip
+    outcome, seen_items = ValidationOutcome(report=report), set()
+    for entry in report.items:
+        item = _Item(
+            entry.test_item, entry.value, entry.qualitative, entry.unit, entry.lod, entry.limit, entry.limit_type or "max",
+            entry.limit_unit, entry.standard or "", entry.verdict,
+        )  # fmt: skip
+        if item.test_item in seen_items:
+            return None
+        try:
+            numbers = _normalise_item(item, policy)
+        except _ItemError:
+            return None
+        seen_items.add(item.test_item)
+        outcome.results.append(_result(header, item, numbers))
+    return outcome
 
 
 def _parse(payload: bytes) -> dict[str, Any] | Rejection:
@@ -258,7 +400,7 @@ def _validate_parsed(
     outcome = ValidationOutcome()
     try:
         _validate_header(report)
-        sampled, tested, published = _check_times(report, now, policy)
+        sampled, tested, published = _check_times(report["sampled_at"], report["tested_at"], report["published_at"], now, policy)
     except fastjsonschema.JsonSchemaValueException as error:
         outcome.rejections.append(Rejection("schema", _schema_reason(error)))
         return outcome
@@ -267,55 +409,26 @@ def _validate_parsed(
         return outcome
     outcome.report = report
 
-    lab, manufacturer, site = report["lab"], report.get("manufacturer") or {}, report.get("sampling_site") or {}
+    lab, maker, site = report["lab"], report.get("manufacturer") or {}, report.get("sampling_site") or {}
+    header = _Header(
+        report["report_id"], report["sample_id"], lab["id"], lab["name"], report["city"], report["programme"], report["category"],
+        report["product_name"], maker.get("name") or "", maker.get("uscc") or "", site.get("name") or "", site.get("kind") or "",
+        sampled, tested, published, bool(report.get("synthetic", False)), source_partition, source_offset,
+    )  # fmt: skip
     seen_items: set[str] = set()
-    for index, item in enumerate(report["items"]):
+    for index, entry in enumerate(report["items"]):
         try:
-            _validate_item(item)
-            code = item["test_item"]
-            if code in seen_items:
-                raise _ItemError(f"test item {code!r} appears more than once in this report", "duplicate_item")
+            _validate_item(entry)
+            item = _item_of(entry)
+            if item.test_item in seen_items:
+                raise _ItemError(f"test item {item.test_item!r} appears more than once in this report", "duplicate_item")
             numbers = _normalise_item(item, policy)
         except fastjsonschema.JsonSchemaValueException as error:
-            outcome.rejections.append(Rejection("item_schema", f"items[{index}]: {_schema_reason(error)}", index, item))
+            outcome.rejections.append(Rejection("item_schema", f"items[{index}]: {_schema_reason(error)}", index, entry))
             continue
         except _ItemError as error:
-            outcome.rejections.append(Rejection(error.code, f"items[{index}] ({item.get('test_item')}): {error}", index, item))
+            outcome.rejections.append(Rejection(error.code, f"items[{index}] ({entry.get('test_item')}): {error}", index, entry))
             continue
-        seen_items.add(code)
-        outcome.results.append(
-            LabResult(
-                result_id=result_id_for(lab["id"], report["sample_id"], code),
-                report_id=report["report_id"],
-                sample_id=report["sample_id"],
-                lab_id=lab["id"],
-                lab_name=lab["name"],
-                city=report["city"],
-                programme=report["programme"],
-                category=report["category"],
-                product_name=report["product_name"],
-                manufacturer_name=manufacturer.get("name") or "",
-                manufacturer_uscc=manufacturer.get("uscc") or "",
-                sampling_site=site.get("name") or "",
-                site_kind=site.get("kind") or "",
-                sampled_at=sampled,
-                tested_at=tested,
-                published_at=published,
-                test_item=code,
-                value=numbers.value,
-                unit=numbers.unit,
-                qualitative=item.get("qualitative"),
-                lod=numbers.lod,
-                limit=numbers.limit,
-                limit_type=item.get("limit_type") or "max",
-                limit_ratio=numbers.ratio,
-                standard=item.get("standard") or "",
-                verdict=item["verdict"],
-                reported_value=numbers.reported_value,
-                reported_unit=numbers.reported_unit,
-                synthetic=bool(report.get("synthetic", False)),
-                source_partition=source_partition,
-                source_offset=source_offset,
-            )
-        )
+        seen_items.add(item.test_item)
+        outcome.results.append(_result(header, item, numbers))
     return outcome

@@ -118,7 +118,7 @@ def test_batches_group_reports_by_category_within_the_size_and_byte_limits(repor
     batches = batch_messages(singles, Batching(size=5, max_bytes=1_000_000))
     assert [len(orjson.loads(v)["reports"]) for _, v, _ in batches] == [5, 5, 3, 5, 5, 2]
     assert {k for k, _, _ in batches[:3]} == {b"food/grain_products/rice"}
-    sent = [o.original["sample_id"] for _, v, _ in batches for o in validate_message(v, now=EXAMPLE_NOW) if not o.rejections]
+    sent = [o.results[0].sample_id for _, v, _ in batches for o in validate_message(v, now=EXAMPLE_NOW) if not o.rejections]
     assert sorted(sent) == sorted(f"S-{n}" for n in range(25)), "every report once, all valid"
     small = batch_messages(singles, Batching(size=100, max_bytes=3 * len(singles[0][1]) + 200))
     assert all(len(v) <= 3 * len(singles[0][1]) + 200 for _, v, _ in small) and len(small) > 2
