@@ -225,47 +225,22 @@ def _normalise_item(item: _Item, policy: ValidationPolicy) -> _Normalised:
     return _Normalised(value, canonical.symbol, lod, limit, ratio, reported_value, reported_unit.symbol)
 
 
-class _Header(NamedTuple):
-    """What every result of a report shares."""
-
-    report_id: str
-    sample_id: str
-    lab_id: str
-    lab_name: str
-    city: str
-    programme: str
-    category: str
-    product_name: str
-    manufacturer_name: str
-    manufacturer_uscc: str
-    sampling_site: str
-    site_kind: str
-    sampled_at: datetime
-    tested_at: datetime
-    published_at: datetime
-    synthetic: bool
-    source_partition: int
-    source_offset: int
+def _header(report_id: str, sample_id: str, lab: tuple[str, str], city: str, programme: str, category: str, product_name: str,
+            maker: tuple[str, str], site: tuple[str, str], times: tuple[datetime, datetime, datetime], synthetic: bool,
+            source: tuple[int, int]) -> dict[str, Any]:  # fmt: skip
+    """What every result of a report shares, as ``LabResult`` fields."""
+    return {
+        "report_id": report_id, "sample_id": sample_id, "lab_id": lab[0], "lab_name": lab[1], "city": city, "programme": programme,
+        "category": category, "product_name": product_name, "manufacturer_name": maker[0], "manufacturer_uscc": maker[1],
+        "sampling_site": site[0], "site_kind": site[1], "sampled_at": times[0], "tested_at": times[1], "published_at": times[2],
+        "synthetic": synthetic, "source_partition": source[0], "source_offset": source[1],
+    }  # fmt: skip
 
 
-def _result(header: _Header, item: _Item, numbers: _Normalised) -> LabResult:
+def _result(header: dict[str, Any], item: _Item, numbers: _Normalised) -> LabResult:
     return LabResult(
-        result_id=result_id_for(header.lab_id, header.sample_id, item.test_item),
-        report_id=header.report_id,
-        sample_id=header.sample_id,
-        lab_id=header.lab_id,
-        lab_name=header.lab_name,
-        city=header.city,
-        programme=header.programme,
-        category=header.category,
-        product_name=header.product_name,
-        manufacturer_name=header.manufacturer_name,
-        manufacturer_uscc=header.manufacturer_uscc,
-        sampling_site=header.sampling_site,
-        site_kind=header.site_kind,
-        sampled_at=header.sampled_at,
-        tested_at=header.tested_at,
-        published_at=header.published_at,
+        result_id=result_id_for(header["lab_id"], header["sample_id"], item.test_item),
+        **header,
         test_item=item.test_item,
         value=numbers.value,
         unit=numbers.unit,
@@ -278,9 +253,6 @@ def _result(header: _Header, item: _Item, numbers: _Normalised) -> LabResult:
         verdict=item.verdict,
         reported_value=numbers.reported_value,
         reported_unit=numbers.reported_unit,
-        synthetic=header.synthetic,
-        source_partition=header.source_partition,
-        source_offset=header.source_offset,
     )
 
 
@@ -365,11 +337,10 @@ def _validate_typed(
     except ValueError:
         return None
     maker, site = report.manufacturer, report.sampling_site
-    header = _Header(
-        report.report_id, report.sample_id, report.lab.id, report.lab.name, report.city, report.programme, report.category,
-        report.product_name, maker.name if maker else "", (maker.uscc or "") if maker else "",
-        site.name if site else "", (site.kind or "") if site else "", sampled, tested, published, bool(report.synthetic),
-        source_partition, source_offset,
+    header = _header(
+        report.report_id, report.sample_id, (report.lab.id, report.lab.name), report.city, report.programme, report.category,
+        report.product_name, (maker.name, maker.uscc or "") if maker else ("", ""), (site.name, site.kind or "") if site else ("", ""),
+        (sampled, tested, published), bool(report.synthetic), (source_partition, source_offset),
     )  # fmt: skip
     outcome, seen_items = ValidationOutcome(report=report), set()
     for entry in report.items:
@@ -414,10 +385,10 @@ def _validate_parsed(
     outcome.report = report
 
     lab, maker, site = report["lab"], report.get("manufacturer") or {}, report.get("sampling_site") or {}
-    header = _Header(
-        report["report_id"], report["sample_id"], lab["id"], lab["name"], report["city"], report["programme"], report["category"],
-        report["product_name"], maker.get("name") or "", maker.get("uscc") or "", site.get("name") or "", site.get("kind") or "",
-        sampled, tested, published, bool(report.get("synthetic", False)), source_partition, source_offset,
+    header = _header(
+        report["report_id"], report["sample_id"], (lab["id"], lab["name"]), report["city"], report["programme"], report["category"],
+        report["product_name"], (maker.get("name") or "", maker.get("uscc") or ""), (site.get("name") or "", site.get("kind") or ""),
+        (sampled, tested, published), bool(report.get("synthetic", False)), (source_partition, source_offset),
     )  # fmt: skip
     seen_items: set[str] = set()
     for index, entry in enumerate(report["items"]):
