@@ -77,16 +77,28 @@ class Report(Struct, forbid_unknown_fields=True, tag_field="schema", tag="riskwa
 
 
 class ReportBatch(Struct, forbid_unknown_fields=True, tag_field="schema", tag="riskwatch.lab_report_batch.v1"):
-    reports: Annotated[list[Report], Meta(min_length=1)]
+    """The batch envelope; each report is kept raw and decoded alone (``decode_report``), so that
+    one bad report sends only itself to the schema path, not the whole batch."""
+
+    reports: Annotated[list[msgspec.Raw], Meta(min_length=1)]
 
 
 _decoder = msgspec.json.Decoder(Report | ReportBatch)
+_report_decoder = msgspec.json.Decoder(Report)
 
 
 def decode(payload: bytes) -> Report | ReportBatch | None:
-    """The message as typed reports, or None when it does not keep the contract as these types
-    state it (the schema path then judges it)."""
+    """The message as a typed report or batch, or None when it does not keep the contract as these
+    types state it (the schema path then judges it)."""
     try:
         return _decoder.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+
+
+def decode_report(raw: msgspec.Raw) -> Report | None:
+    """One report of a batch, typed; None as for ``decode``."""
+    try:
+        return _report_decoder.decode(raw)
     except msgspec.MsgspecError:
         return None

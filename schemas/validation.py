@@ -313,15 +313,22 @@ def validate_message(
 def _validate_typed_message(
     typed: typed_reports.Report | typed_reports.ReportBatch, now: datetime, policy: ValidationPolicy, source_partition: int, source_offset: int
 ) -> list[ValidationOutcome] | None:
-    """The fast path: outcomes when every report and item of the message is valid, else None."""
+    """The fast path: outcomes when the message is one valid report, or a batch envelope whose
+    reports are objects. A batch's report that the typed path declines is judged alone by the
+    schema path; None sends the whole message there."""
     if isinstance(typed, typed_reports.Report):
         outcome = _validate_typed(typed, now, policy, source_partition, source_offset)
         return None if outcome is None else [outcome]
     outcomes = []
-    for index, report in enumerate(typed.reports):
-        outcome = _validate_typed(report, now, policy, source_partition, source_offset)
+    for index, raw in enumerate(typed.reports):
+        report = typed_reports.decode_report(raw)
+        outcome = None if report is None else _validate_typed(report, now, policy, source_partition, source_offset)
         if outcome is None:
-            return None
+            parsed = orjson.loads(bytes(raw))  # valid JSON: the envelope decoded
+            if not isinstance(parsed, dict):
+                return None  # the batch schema rejects the whole message
+            outcome = _validate_parsed(parsed, now, policy, source_partition, source_offset)
+            outcome.original = parsed
         outcome.batch_index = index
         outcomes.append(outcome)
     return outcomes
