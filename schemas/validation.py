@@ -84,7 +84,7 @@ class ValidationOutcome:
     rejections: list[Rejection] = field(default_factory=list)
     report: Any = None  # the report as parsed (a dict, or a typed report on the fast path); None when rejected whole
     batch_index: int | None = None  # the report's place in a batch message; None for a single report
-    original: Any = None  # a batch's report as found there, when it has rejections: what a dead letter must show
+    original: Any = None  # a batch's report as found there, when the schema path judged it: what a dead letter must show
 
     @property
     def rejected_whole(self) -> bool:
