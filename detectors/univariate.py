@@ -214,11 +214,23 @@ class Trend:
     level: float  # Theil-Sen line at the last point
 
 
+@functools.lru_cache(maxsize=256)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs i < j of n values: as a mask over the n × n differences, and as (later, earlier)
+    indexes. Cached (read-only), as drift windows come in a few sizes: ``np.triu_indices`` built
+    afresh took three quarters of ``kendall_s``'s time."""
+    upper = np.triu(np.ones((n, n), dtype=bool), 1)
+    earlier, later = np.nonzero(upper)
+    for pairs in (upper, later, earlier):
+        pairs.flags.writeable = False
+    return upper, later, earlier
+
+
 def kendall_s(values: Sequence[float]) -> int:
     """Mann-Kendall S: rising pairs minus falling pairs. S > 0 is necessary for a rising trend,
     and costs microseconds where the full test costs a third of a millisecond."""
     y = np.asarray(values, dtype=float)
-    return int(np.sign(y[None, :] - y[:, None])[np.triu_indices(y.size, 1)].sum())
+    return int(np.sign(y[None, :] - y[:, None])[_pairs(y.size)[0]].sum())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -268,7 +280,7 @@ def trend_test(values: list[float]) -> Trend:
         sizes = tie_sizes.astype(float)
         variance = (n * (n - 1.0) * (2 * n + 5) - float((sizes * (sizes - 1.0) * (2 * sizes + 5)).sum())) / 18
         p_two_sided = float(2 * special.ndtr(-abs(s / math.sqrt(variance))))
-    later, earlier = np.triu_indices(n, 1)[::-1]
+    _, later, earlier = _pairs(n)
     slope = float(np.median((y[later] - y[earlier]) / (later - earlier)))  # Theil-Sen, as scipy.stats.theilslopes
     intercept = float(np.median(y)) - slope * float(np.median(order))
     p_rising = p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2
