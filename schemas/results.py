@@ -12,10 +12,12 @@ import hashlib
 import math
 import re
 import uuid
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 # Fixed namespace: ids must be identical on every machine and across versions.
 _NAMESPACE = uuid.UUID("6f1c2a57-3b8e-4d0e-9a51-2c7f4e8b9d10")
@@ -69,8 +71,13 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
-class LabResult:
+class LabResult(msgspec.Struct, frozen=True, gc=False):
+    """One test item of one sample. A msgspec ``Struct``, not a dataclass: every item of every
+    report becomes one, and a Struct is built in C (~0.1 µs from positional fields, against
+    ~3.7 µs for a frozen dataclass setting 31 fields one by one). ``gc=False``: its fields are
+    strings, numbers and datetimes, which cannot form a cycle. Copy one with changes through
+    ``msgspec.structs.replace``."""
+
     result_id: str
     report_id: str
     sample_id: str
@@ -134,7 +141,7 @@ class LabResult:
 
 
 _TIMESTAMPS = ("sampled_at", "tested_at", "published_at")
-_FIELDS = tuple(f.name for f in fields(LabResult))
+_FIELDS: tuple[str, ...] = LabResult.__struct_fields__
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MS_RANGE = (_ms(datetime(1900, 1, 1, tzinfo=UTC)), _ms(datetime(2299, 12, 31, tzinfo=UTC)))  # ClickHouse DateTime64's
 _CHOICES = {"limit_type": ("max", "min"), "verdict": ("pass", "fail")}
@@ -159,7 +166,9 @@ _WIRE_TYPES: dict[str, tuple[str, Any]] = {
     "int": ("an integer", _is_integer),
     "datetime": ("epoch milliseconds in 1900-2299", lambda v: _is_integer(v) and _MS_RANGE[0] <= v <= _MS_RANGE[1]),
 }
-_WIRE_CHECKS = tuple((f.name, f.default is MISSING, *_WIRE_TYPES[f.type]) for f in fields(LabResult))
+_WIRE_CHECKS = tuple(
+    (f.name, f.required, *_WIRE_TYPES[LabResult.__annotations__[f.name]]) for f in msgspec.structs.fields(LabResult)
+)  # keyed by the annotations' text (postponed): the resolved types of ``fields`` are objects
 
 
 def wire_problem(data: Any) -> str | None:

@@ -225,34 +225,41 @@ def _normalise_item(item: _Item, policy: ValidationPolicy) -> _Normalised:
     return _Normalised(value, canonical.symbol, lod, limit, ratio, reported_value, reported_unit.symbol)
 
 
+class _Header(NamedTuple):
+    """What every result of a report shares: ``LabResult``'s fields before ``test_item``, and after
+    ``reported_unit``, in their order, so that a result is built from positional fields (keywords
+    cost a Struct ten times as much)."""
+
+    front: tuple[str, str, str, str, str, str, str, str, str, str, str, str, datetime, datetime, datetime]
+    back: tuple[bool, int, int]
+
+
 def _header(report_id: str, sample_id: str, lab: tuple[str, str], city: str, programme: str, category: str, product_name: str,
             maker: tuple[str, str], site: tuple[str, str], times: tuple[datetime, datetime, datetime], synthetic: bool,
-            source: tuple[int, int]) -> dict[str, Any]:  # fmt: skip
-    """What every result of a report shares, as ``LabResult`` fields."""
-    return {
-        "report_id": report_id, "sample_id": sample_id, "lab_id": lab[0], "lab_name": lab[1], "city": city, "programme": programme,
-        "category": category, "product_name": product_name, "manufacturer_name": maker[0], "manufacturer_uscc": maker[1],
-        "sampling_site": site[0], "site_kind": site[1], "sampled_at": times[0], "tested_at": times[1], "published_at": times[2],
-        "synthetic": synthetic, "source_partition": source[0], "source_offset": source[1],
-    }  # fmt: skip
+            source: tuple[int, int]) -> _Header:  # fmt: skip
+    return _Header(
+        (report_id, sample_id, lab[0], lab[1], city, programme, category, product_name, *maker, *site, *times), (synthetic, *source)
+    )
 
 
-def _result(header: dict[str, Any], item: _Item, numbers: _Normalised) -> LabResult:
+def _result(header: _Header, item: _Item, numbers: _Normalised) -> LabResult:
+    front = header.front
     return LabResult(
-        result_id=result_id_for(header["lab_id"], header["sample_id"], item.test_item),
-        **header,
-        test_item=item.test_item,
-        value=numbers.value,
-        unit=numbers.unit,
-        qualitative=item.qualitative,
-        lod=numbers.lod,
-        limit=numbers.limit,
-        limit_type=item.limit_type,
-        limit_ratio=numbers.ratio,
-        standard=item.standard,
-        verdict=item.verdict,
-        reported_value=numbers.reported_value,
-        reported_unit=numbers.reported_unit,
+        result_id_for(front[2], front[1], item.test_item),  # lab_id, sample_id
+        *front,
+        item.test_item,
+        numbers.value,
+        numbers.unit,
+        item.qualitative,
+        numbers.lod,
+        numbers.limit,
+        item.limit_type,
+        numbers.ratio,
+        item.standard,
+        item.verdict,
+        numbers.reported_value,
+        numbers.reported_unit,
+        *header.back,
     )
 
 

@@ -12,7 +12,7 @@ import csv
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +26,7 @@ _POLICY = ValidationPolicy(max_age=timedelta(days=36500), max_future_skew=timede
 _FLOATS = {"value", "lod", "limit", "limit_ratio", "reported_value"}
 _INTS = {"source_partition", "source_offset"}
 _TIMES = {"sampled_at", "tested_at", "published_at"}
-_FIELDS = {f.name for f in fields(LabResult)}
+_FIELDS = set(LabResult.__struct_fields__)
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import random
 import re
 from datetime import UTC, date, datetime, timedelta
 
+import msgspec
 import pytest
 
 from detectors import LimitExceedance
@@ -24,7 +25,7 @@ def at(day: int, hour: int) -> datetime:
 
 def known(n: int, value: float, city: str, when: datetime, lab: str) -> object:
     r = result(n, value, city=city, lab_id=lab, sample_id=f"{lab}-{n}")
-    return dataclasses.replace(r, sampled_at=when, tested_at=when + timedelta(hours=2), published_at=when + timedelta(hours=6),
+    return msgspec.structs.replace(r, sampled_at=when, tested_at=when + timedelta(hours=2), published_at=when + timedelta(hours=6),
                                result_id=result_id_for(lab, f"{lab}-{n}", "cadmium"))  # fmt: skip
 
 
@@ -33,7 +34,7 @@ def loaded(store):
     """Period: Zibo 10 results (2 failing), Jinan 20 (1 failing). Previous week: Zibo 10, none failing."""
     rows = [known(n, 0.8 if n == 0 else 0.3 if n == 1 else 0.05 + 0.001 * n, "zibo", at(1 + n % 7, 10), "ZBQI") for n in range(10)]
     rows += [known(100 + n, 0.22 if n == 0 else 0.04 + 0.001 * n, "jinan", at(1 + n % 7, 12), "JNQI") for n in range(20)]
-    rows += [dataclasses.replace(known(200 + n, 0.05, "zibo", at(1, 8) - timedelta(days=1 + n % 6), "ZBQI")) for n in range(10)]
+    rows += [known(200 + n, 0.05, "zibo", at(1, 8) - timedelta(days=1 + n % 6), "ZBQI") for n in range(10)]
     store.insert_results(rows)
     alerts = [a for r in rows if r.failing for a in LimitExceedance().process_one(r, at(8, 0))]
     assert sorted(a.severity.value for a in alerts) == ["not_serious", "potentially_serious", "serious"]
@@ -93,7 +94,7 @@ def test_the_lab_table_names_the_lab_reading_high_and_not_the_one_whose_city_mak
         maker = f"M{lab}" if rng.random() < 0.7 else rng.choice(sorted(quality))
         bias = 1.8 if lab == "DZQI" else 1.0  # Dezhou's lab reads 1.8× (calibration)
         value = 0.05 * quality[maker] * bias * rng.lognormvariate(0, 0.3)
-        rows.append(dataclasses.replace(known(n, round(value, 5), labs[lab], at(1 + n % 7, n % 24), lab), manufacturer_uscc=maker))
+        rows.append(msgspec.structs.replace(known(n, round(value, 5), labs[lab], at(1 + n % 7, n % 24), lab), manufacturer_uscc=maker))
     store.insert_results(rows)
     bulletin = BulletinBuilder(store.client, START, END, lang="en").build()
     [segment] = bulletin.lab_z

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import msgspec
 import orjson
 import pytest
 
@@ -15,7 +16,7 @@ from tests.conftest import EXAMPLE_NOW
 def stored(store, report):
     results = validate_report(orjson.dumps(report), now=EXAMPLE_NOW).results
     store.insert_results(results)
-    failing = [dataclasses.replace(results[1], result_id=f"00000000-0000-0000-0000-00000000000{n}", sample_id=f"S{n}") for n in range(3)]
+    failing = [msgspec.structs.replace(results[1], result_id=f"00000000-0000-0000-0000-00000000000{n}", sample_id=f"S{n}") for n in range(3)]
     alerts = [LimitExceedance().process_one(r, EXAMPLE_NOW)[0] for r in failing]
     alerts[2] = dataclasses.replace(alerts[2], detector="cross_city")
     store.insert_alerts(alerts)

@@ -1,5 +1,5 @@
-import dataclasses
 
+import msgspec
 import orjson
 import pytest
 
@@ -50,7 +50,7 @@ def test_severity_thresholds_are_a_policy(cadmium):
 
 
 def test_a_pathogen_found_is_serious_without_a_ratio(cadmium):
-    salmonella = dataclasses.replace(cadmium, test_item="salmonella", value=None, limit=None, limit_ratio=None, qualitative="detected", unit="")
+    salmonella = msgspec.structs.replace(cadmium, test_item="salmonella", value=None, limit=None, limit_ratio=None, qualitative="detected", unit="")
     (alert,) = LimitExceedance().process_one(salmonella, EXAMPLE_NOW)
     assert alert.severity is Severity.SERIOUS and "was detected where the standard" in alert.explanation
 

@@ -1,10 +1,12 @@
 import copy
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jsonschema
+import msgspec
 import orjson
 import pytest
 
+from schemas import typed_reports
 from schemas.results import result_id_for
 from schemas.validation import ValidationPolicy, load_schema, validate_report
 from tests.conftest import EXAMPLE_NOW
@@ -19,6 +21,27 @@ def test_the_example_is_valid_for_the_reference_validator_and_for_ours(report):
     outcome = check(report)
     assert outcome.rejections == []
     assert [r.test_item for r in outcome.results] == ["lead", "cadmium", "aflatoxin_b1", "inorganic_arsenic"]
+
+
+@pytest.mark.parametrize("path", ["typed", "schema"])
+def test_every_field_of_a_result_holds_what_its_name_says(report, path, monkeypatch):
+    """Results are built from positional fields: one out of place would swap two columns."""
+    if path == "schema":
+        monkeypatch.setattr(typed_reports, "decode", lambda payload: None)
+    report["synthetic"] = True
+    cadmium = check(report, source_partition=5, source_offset=77).results[1]
+    sampled, tested, published = (datetime.fromisoformat(report[name]).astimezone(UTC) for name in ("sampled_at", "tested_at", "published_at"))
+    assert msgspec.structs.asdict(cadmium) == {
+        "result_id": result_id_for("ZBQI", "ZBQI20261118004127", "cadmium"),
+        "report_id": "ZBQI-2026-004127", "sample_id": "ZBQI20261118004127", "lab_id": "ZBQI", "lab_name": "淄博市产品质量检验研究院",
+        "city": "zibo", "programme": "city_supervision", "category": "food/grain_products/rice", "product_name": "东北大米",
+        "manufacturer_name": "淄博鲁丰粮油有限公司", "manufacturer_uscc": "91370300MA3C7G2X5B", "sampling_site": "淄博银座张店店",
+        "site_kind": "distribution", "sampled_at": sampled, "tested_at": tested, "published_at": published, "test_item": "cadmium",
+        "value": 0.41, "unit": "mg/kg", "qualitative": None, "lod": 0.002, "limit": 0.2, "limit_type": "max",
+        "limit_ratio": pytest.approx(2.05), "standard": "GB 2762-2022", "verdict": "fail", "reported_value": 0.41, "reported_unit": "mg/kg",
+        "synthetic": True, "source_partition": 5, "source_offset": 77,
+    }  # fmt: skip
+    assert (cadmium.sampled_at, cadmium.published_at) == (datetime(2026, 11, 18, 1, 30, tzinfo=UTC), datetime(2026, 11, 20, 2, 12, tzinfo=UTC))
 
 
 def test_values_are_converted_to_the_items_canonical_unit(report):

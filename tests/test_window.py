@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import numpy as np
 
 from detectors import window as window_module
@@ -20,9 +20,9 @@ def test_a_window_gives_back_ids_times_places_and_numbers_and_evicts_the_oldest(
     shanghai = timezone(timedelta(hours=8))
     results = [
         result(0),
-        dataclasses.replace(result(1), result_id="R-1 (hand-made)", city="jinan", lab_id="JNQI"),  # not a UUID: kept as text
-        dataclasses.replace(result(2), sampled_at=datetime(2026, 6, 1, 23, 59, 59, 999_999, tzinfo=shanghai), synthetic=True),
-        dataclasses.replace(result(3), result_id=result(3).result_id.upper()),  # upper-case is not the canonical form: kept as text
+        msgspec.structs.replace(result(1), result_id="R-1 (hand-made)", city="jinan", lab_id="JNQI"),  # not a UUID: kept as text
+        msgspec.structs.replace(result(2), sampled_at=datetime(2026, 6, 1, 23, 59, 59, 999_999, tzinfo=shanghai), synthetic=True),
+        msgspec.structs.replace(result(3), result_id=result(3).result_id.upper()),  # upper-case is not the canonical form: kept as text
     ]
     evicted = [window.append(r, float(n), -float(n)) for n, r in enumerate(results)]
     assert evicted == [None, None, None, (0.0, -0.0)] and len(window) == 3
@@ -65,7 +65,7 @@ def test_a_categorys_reference_samples_keep_the_newest_rows_in_order_and_grow_co
 def test_a_pickled_window_names_its_places_so_another_process_reads_them_right(monkeypatch):
     window = Window(maxlen=4)
     for n, (city, lab) in enumerate([("zibo", "ZBQI"), ("jinan", "JNQI"), ("zibo", "ZBQI")]):
-        window.append(dataclasses.replace(result(n), city=city, lab_id=lab), float(n))
+        window.append(msgspec.structs.replace(result(n), city=city, lab_id=lab), float(n))
     payload = pickle.dumps(window)
     # another process numbers its places in its own order: here, a fresh table with others first
     elsewhere = window_module.CodeTable()
@@ -91,9 +91,9 @@ def test_entries_that_do_not_fit_a_record_are_kept_whole_and_leave_with_their_en
     _crowd_places(monkeypatch)
     window = Window(maxlen=3)
     odd = [
-        dataclasses.replace(result(0), sampled_at=datetime(1969, 12, 31, 23, 0, tzinfo=UTC)),  # before the epoch
-        dataclasses.replace(result(1), sampled_at=datetime(2107, 1, 1, tzinfo=UTC)),  # past 4-byte seconds
-        dataclasses.replace(result(2), city="weihai", lab_id="WHQI"),  # the 32,769th place
+        msgspec.structs.replace(result(0), sampled_at=datetime(1969, 12, 31, 23, 0, tzinfo=UTC)),  # before the epoch
+        msgspec.structs.replace(result(1), sampled_at=datetime(2107, 1, 1, tzinfo=UTC)),  # past 4-byte seconds
+        msgspec.structs.replace(result(2), city="weihai", lab_id="WHQI"),  # the 32,769th place
     ]
     for n, r in enumerate(odd):
         window.append(r, float(n))
@@ -103,14 +103,14 @@ def test_entries_that_do_not_fit_a_record_are_kept_whole_and_leave_with_their_en
     copy = pickle.loads(pickle.dumps(window))
     assert [e.sampled_at for e in copy.evidence()] == [r.sampled_at for r in odd] and copy.column() == [0.0, 1.0, 2.0]
     for n in range(3, 6):  # ordinary results in a known place push them out, and nothing is kept for them any more
-        window.append(dataclasses.replace(result(n), city="city", lab_id="LAB-7"), float(n))
+        window.append(msgspec.structs.replace(result(n), city="city", lab_id="LAB-7"), float(n))
     assert window._unpacked == {} and [e.result_id for e in window.evidence()] == [result(n).result_id for n in range(3, 6)]
     assert [e.lab_id for e in window.evidence()] == ["LAB-7"] * 3
 
 
 def test_a_window_read_by_a_process_that_knows_too_many_places_keeps_those_entries_whole(monkeypatch):
     window = Window(maxlen=2)
-    window.append(dataclasses.replace(result(0), city="weihai", lab_id="WHQI"), 0.0)
+    window.append(msgspec.structs.replace(result(0), city="weihai", lab_id="WHQI"), 0.0)
     window.append(result(1), 1.0)
     payload = pickle.dumps(window)
     _crowd_places(monkeypatch)
