@@ -122,7 +122,7 @@ class LabResult(msgspec.Struct, frozen=True, gc=False):
 
     def to_wire(self) -> dict[str, Any]:
         """JSON-ready dict for the results topic (timestamps as epoch milliseconds)."""
-        data = {name: getattr(self, name) for name in _FIELDS}  # not asdict(): it deep-copies every value
+        data = msgspec.structs.asdict(self)  # a shallow dict, in C
         for name in _TIMESTAMPS:
             data[name] = _ms(data[name])
         return data
