@@ -175,14 +175,30 @@ def test_the_lab_and_maker_model_recovers_both_when_labs_sample_their_own_makers
     lab_code = {name: code for code, name in enumerate(lab_names.tolist())}
     assert len(fit.labs) == len(fit.counts) == 7 and len(fit.makers) == 6
     assert fit.counts[lab_code["LAB-NOT-IN-THE-WINDOW"]] == 0 and fit.labs[lab_code["LAB-NOT-IN-THE-WINDOW"]] == 0.0 and fit.judged == 6
-    for start in (None, fit):  # from zero, and from a previous fit as the detector refits
-        fit = fit_labs_and_makers(*coded, maker_prior=6.0, min_results=15, start=start)
-        assert fit.labs[lab_code["DZQI"]] == pytest.approx(math.log(1.8), abs=0.08)
-        assert all(abs(fit.labs[lab_code[lab]]) < 0.08 for lab in lab_effect if lab != "DZQI")
-        shift = fit.level + 2.0  # the level and the makers share one constant; differences between makers are identified
-        assert all(fit.makers[code] + shift == pytest.approx(maker_effect[m], abs=0.08) for code, m in enumerate(maker_names.tolist()))
-        assert fit.scale == pytest.approx(0.5, abs=0.05) and fit.counts[lab_code["DZQI"]] == labs.count("DZQI")
+    assert fit.labs[lab_code["DZQI"]] == pytest.approx(math.log(1.8), abs=0.08)
+    assert all(abs(fit.labs[lab_code[lab]]) < 0.08 for lab in lab_effect if lab != "DZQI")
+    shift = fit.level + 2.0  # the level and the makers share one constant; differences between makers are identified
+    assert all(fit.makers[code] + shift == pytest.approx(maker_effect[m], abs=0.08) for code, m in enumerate(maker_names.tolist()))
+    assert fit.scale == pytest.approx(0.5, abs=0.05) and fit.counts[lab_code["DZQI"]] == labs.count("DZQI")
     assert fit.maker(None) == fit.maker(len(maker_names)) == 0.0  # a maker never coded, or coded after the fit
+
+
+def test_the_lab_and_maker_fit_is_where_alternating_means_converge():
+    """The exact solve against the definition: backfitting, each maker's shrunk mean after its
+    labs and each lab's mean after its makers, repeated until nothing moves."""
+    rng = random.Random(8)
+    labs = [rng.randrange(5) for _ in range(300)]
+    makers = [lab if rng.random() < 0.7 else rng.randrange(9) for lab in labs]  # makers 5-8 sampled by every lab, rarely
+    levels = [rng.gauss(0.3 * lab - 0.2 * maker, 0.5) for lab, maker in zip(labs, makers, strict=True)]
+    lab, maker, y, prior = np.array(labs), np.array(makers), np.array(levels), 6.0
+    lab_level, maker_effect = np.zeros(5), np.zeros(9)
+    for _ in range(3000):
+        maker_effect = np.bincount(maker, y - lab_level[lab], 9) / (np.bincount(maker, minlength=9) + prior)
+        lab_level = np.bincount(lab, y - maker_effect[maker], 5) / np.bincount(lab, minlength=5)
+    fit = fit_labs_and_makers(labs, 5, makers, 9, levels, maker_prior=prior, min_results=15)
+    assert fit.level == pytest.approx(float(np.median(lab_level)), abs=1e-9)
+    assert list(fit.labs) == pytest.approx((lab_level - fit.level).tolist(), abs=1e-9)
+    assert list(fit.makers) == pytest.approx(maker_effect.tolist(), abs=1e-9)
 
 
 def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
