@@ -184,10 +184,19 @@ class _Item(NamedTuple):
     verdict: str
 
 
+def _item(
+    test_item: str, value: Any, qualitative: str | None, unit: str | None, lod: Any, limit: Any, limit_type: str | None,
+    limit_unit: str | None, standard: str | None, verdict: str,
+) -> _Item:  # fmt: skip
+    """An item's fields with the contract's defaults filled in: a limit is a maximum unless it says
+    otherwise, and no standard is an empty one."""
+    return _Item(test_item, value, qualitative, unit, lod, limit, limit_type or "max", limit_unit, standard or "", verdict)
+
+
 def _item_of(item: dict[str, Any]) -> _Item:
-    return _Item(
+    return _item(
         item["test_item"], item.get("value"), item.get("qualitative"), item.get("unit"), item.get("lod"), item.get("limit"),
-        item.get("limit_type") or "max", item.get("limit_unit"), item.get("standard") or "", item["verdict"],
+        item.get("limit_type"), item.get("limit_unit"), item.get("standard"), item["verdict"],
     )  # fmt: skip
 
 
@@ -358,9 +367,9 @@ def _validate_typed(
     )  # fmt: skip
     outcome, seen_items = ValidationOutcome(report=report), set()
     for entry in report.items:
-        item = _Item(
-            entry.test_item, entry.value, entry.qualitative, entry.unit, entry.lod, entry.limit, entry.limit_type or "max",
-            entry.limit_unit, entry.standard or "", entry.verdict,
+        item = _item(
+            entry.test_item, entry.value, entry.qualitative, entry.unit, entry.lod, entry.limit, entry.limit_type, entry.limit_unit,
+            entry.standard, entry.verdict,
         )  # fmt: skip
         if item.test_item in seen_items:
             return None
