@@ -45,7 +45,7 @@ class LimitDrift(Detector):
 
     def __init__(
         self,
-        recent: int = 24,
+        recent: int = 32,
         reference: int = 80,
         min_reference: int = 20,
         cusum_k: float = 0.5,
