@@ -226,7 +226,7 @@ class LabBias(Detector):
         min_results: int = 15,
         min_labs: int = 4,
         k: float = 0.5,
-        h: float = 14.0,
+        h: float = 12.5,
         z_cap: float = 2.5,
         maker_prior: float = 6.0,
         min_scale: float = 0.1,
