@@ -24,6 +24,10 @@ from schemas.results import Alert, LabResult, alert_id_for
 
 class Detector(ABC):
     name: str
+    # Whether state and firings depend on one category's results at a time, so that categories
+    # can be run apart (the backtest's processes) and give the same alerts; silent labs watch a
+    # lab across categories.
+    per_category: bool = True
 
     def learn_one(self, result: LabResult) -> None:  # noqa: B027 - stateless detectors learn nothing
         """Update state with a result that has been seen (live or replayed)."""

@@ -25,6 +25,7 @@ class _Lab:
 
 class SilentLab(Detector):
     name = "silent_lab"
+    per_category = False  # a lab's cadence spans every category it tests
 
     def __init__(self, factor: float = 4.0, min_silence: timedelta = timedelta(hours=6), min_gaps: int = 20) -> None:
         self.factor, self.min_silence, self.min_gaps = factor, min_silence, min_gaps

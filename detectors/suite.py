@@ -61,26 +61,30 @@ class DetectorSuite:
     def names(self) -> list[str]:
         return [d.name for d in self.detectors]
 
-    def process(self, results: Iterable[LabResult], now: datetime) -> list[Alert]:
+    def process(self, results: Iterable[LabResult], now: datetime, horizon: datetime | None = None) -> list[Alert]:
         """Alerts raised or updated by these results (one version per alert id: the latest)."""
         latest: dict[str, Alert] = {}
-        for alert in self.versions(results, now):
+        for alert in self.versions(results, now, horizon):
             latest[alert.alert_id] = alert
         return list(latest.values())
 
-    def versions(self, results: Iterable[LabResult], now: datetime) -> list[Alert]:
+    def versions(self, results: Iterable[LabResult], now: datetime, horizon: datetime | None = None) -> list[Alert]:
         """Every version of the alerts these results raise or update, one per firing, in firing order.
 
         ``process`` publishes only the latest of each; a benchmark needs the first, whose evidence
-        is what the alert was raised on.
+        is what the alert was raised on. ``horizon``: the event time by which alerts too old to
+        merge are forgotten, by default the latest sampling time among the results (a share of a
+        batch gives the whole batch's, to forget as the whole would).
         """
         results = list(results)
         firings: list[Alert] = []
         for detector in self.detectors:
             firings.extend(detector.process_many(results, now))
         versions = [self.merger.merge(firing) for firing in firings]
-        if results:  # alerts past every merge window can no longer merge: keep memory bounded
-            self.merger.expire(max(r.sampled_at for r in results))
+        if horizon is None and results:
+            horizon = max(r.sampled_at for r in results)
+        if horizon is not None:  # alerts past every merge window can no longer merge: keep memory bounded
+            self.merger.expire(horizon)
         return versions
 
     def warm(self, results: Iterable[LabResult], now: datetime) -> None:

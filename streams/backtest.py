@@ -3,7 +3,8 @@
 Reads lab reports as JSON Lines (one report per line, the contract; rejected lines are
 counted with their reasons) or results as CSV (the ``results`` table's columns, e.g. from
 ``riskwatch sql --format csv "SELECT * FROM results FINAL"``), orders them by publication
-time as they would have arrived, and runs the same detector suite as the worker.
+time as they would have arrived, and runs the same detector suite as the worker, in one process
+or with the categories shared among several.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import csv
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
-from detectors.suite import DetectorSuite
+from detectors.base import Detector
+from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import Alert, LabResult
 from schemas.validation import ValidationPolicy, validate_report
+from streams.backtest_shards import CategoryProcesses, latest_alerts
 
 _POLICY = ValidationPolicy(max_age=timedelta(days=36500), max_future_skew=timedelta(days=1))
 _FLOATS = {"value", "lod", "limit", "limit_ratio", "reported_value"}
@@ -81,21 +85,26 @@ def read_results(path: Path, outcome: BacktestOutcome) -> Iterator[LabResult]:
 
 
 def backtest(
-    path: Path, suite: DetectorSuite | None = None, chunk: int = 5000, progress: Callable[[int, int], None] | None = None
+    path: Path,
+    detectors: Callable[[], list[Detector]] = default_detectors,
+    chunk: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+    processes: int = 1,
 ) -> BacktestOutcome:
-    """Run the detector suite over a file; alerts are the latest version of each."""
+    """Run every detector ``detectors`` makes over a file; alerts are the latest version of each.
+
+    With ``processes`` > 1 the categories are shared among that many processes
+    (``streams.backtest_shards``): the same alerts, sooner on more cores."""
     outcome = BacktestOutcome()
-    results = sorted(read_results(path, outcome), key=lambda r: (r.published_at, r.sampled_at))
-    outcome.results = len(results)
-    suite = suite or DetectorSuite()
-    latest: dict[str, Alert] = {}
-    started = time.perf_counter()
-    for start in range(0, len(results), chunk):
-        batch = results[start : start + chunk]
-        for alert in suite.process(batch, batch[-1].published_at):
-            latest[alert.alert_id] = alert
-        if progress is not None:
-            progress(start + len(batch), len(results))
+    with CategoryProcesses(detectors, processes) if processes > 1 else nullcontext() as shares:
+        results = sorted(read_results(path, outcome), key=lambda r: (r.published_at, r.sampled_at))
+        outcome.results = len(results)
+        chunks = [results[start : start + chunk] for start in range(0, len(results), chunk)]
+        started = time.perf_counter()
+        if shares is not None:
+            latest = shares.latest_alerts(chunks, progress)
+        else:
+            latest = latest_alerts(chunks, DetectorSuite(detectors()), progress)
     outcome.seconds = time.perf_counter() - started
     outcome.alerts = sorted(latest.values(), key=lambda a: (a.first_seen, a.alert_id))
     return outcome

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -241,19 +241,26 @@ def _print_summary(summary, dry_run: bool = False) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write alerts as JSON Lines here")
 @click.option("--clickhouse", "to_clickhouse", is_flag=True, help="Write alerts to the configured ClickHouse alerts table")
-def backtest(file: Path, out: Path | None, to_clickhouse: bool) -> None:
+@click.option(
+    "--processes", type=click.IntRange(min=0), default=None, help="Processes to share the categories among (0: one a core); default RISKWATCH_BACKTEST_PROCESSES"
+)
+def backtest(file: Path, out: Path | None, to_clickhouse: bool, processes: int | None) -> None:
     """Run the detectors over a historical file (lab reports .jsonl, or results .csv); no Kafka."""
-    from detectors.suite import DetectorSuite, default_detectors
+    from detectors.suite import default_detectors
     from streams.backtest import backtest as run_backtest
     from streams.backtest import write_jsonl
 
     if out is None and not to_clickhouse:
         raise click.UsageError("say where the alerts go: --out FILE and/or --clickhouse")
     settings = _settings()
-    with _fit_pool(settings) as fits, _progress() as progress:  # as in the worker: model fits beside the detectors, on the other core
-        suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
-        task = progress.add_task(f"backtesting {file.name}", total=None)
-        outcome = run_backtest(file, suite, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    processes = settings.backtest_processes if processes is None else processes
+    processes = processes or os.cpu_count() or 1
+    # One process fits models beside the detectors, as the worker does; several fit their own in place.
+    pool = _fit_pool(settings) if processes == 1 else nullcontext()
+    with pool as fits, _progress() as progress:
+        detectors = functools.partial(default_detectors, settings.severity_policy, fits)
+        task = progress.add_task(f"backtesting {file.name}" + (f" in {processes} processes" if processes > 1 else ""), total=None)
+        outcome = run_backtest(file, detectors, progress=lambda done, total: progress.update(task, completed=done, total=total), processes=processes)
     if out is not None:
         write_jsonl(outcome.alerts, out)
     if to_clickhouse:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         True, description="Process results of categories whose results partition this worker owns without the round trip through the results topic"
     )
     fit_processes: int = Field(1, ge=0, description="Processes fitting the multivariate detector's forests beside the worker (0: in the worker)")
+    backtest_processes: int = Field(
+        0, ge=0, description="Processes `riskwatch backtest` shares the categories among (0: one a core; 1: one, with the fit processes)"
+    )
 
     # Validation and severity
     max_future_skew_minutes: float = Field(60.0, ge=0, description="How far in the future a timestamp may lie")

@@ -13,9 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from detectors.suite import default_detectors
 from schemas.results import Alert, LabResult
 from schemas.validation import validate_report
-from streams.backtest import _POLICY
+from streams.backtest import _POLICY, backtest, write_jsonl
+from streams.backtest_shards import share_categories
 from streams.clickhouse import connect
 from streams.settings import Settings
 
@@ -79,7 +81,7 @@ def test_model_fits_beside_the_detectors_change_no_alert(history, tmp_path):
             str(path),
             "--out",
             str(out),
-            env={"RISKWATCH_DATA_DIR": str(tmp_path / "data"), "RISKWATCH_FIT_PROCESSES": processes},
+            env={"RISKWATCH_DATA_DIR": str(tmp_path / "data"), "RISKWATCH_FIT_PROCESSES": processes, "RISKWATCH_BACKTEST_PROCESSES": "1"},
         )
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] and outputs[0].count(b"\n") > 50
@@ -101,3 +103,54 @@ def test_a_results_csv_gives_the_same_alerts_as_the_reports_it_came_from(history
     from_reports = {(a.alert_id, a.count, tuple(a.evidence)) for a in read_alerts(tmp_path / "from-reports.jsonl")}
     from_csv = {(a.alert_id, a.count, tuple(a.evidence)) for a in read_alerts(tmp_path / "from-csv.jsonl")}
     assert from_csv == from_reports and len(from_csv) > 50
+
+
+def test_categories_shared_among_processes_give_the_same_alerts_as_one_process(history, tmp_path):
+    """Three spawned processes, each with a share of the categories, and silent labs (which watch
+    across categories) here: the alerts file is the one a single process writes, byte for byte."""
+    path, results = history
+    groups = share_categories(results, 3)
+    assert sorted(c for g in groups for c in g) == sorted({r.category for r in results}) and all(groups), "a partition, none empty"
+    files = []
+    for processes in (1, 3):
+        seen: list[tuple[int, int]] = []
+        outcome = backtest(path, default_detectors, progress=lambda done, total, seen=seen: seen.append((done, total)), processes=processes)
+        assert seen and seen[-1] == (len(results), len(results)), "progress reaches every result"
+        files.append(tmp_path / f"alerts-{processes}.jsonl")
+        write_jsonl(outcome.alerts, files[-1])
+    alerts = read_alerts(files[1])
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert {"silent_lab", "cross_city", "limit_exceedance"} <= {a.detector for a in alerts}
+    assert len({a.category for a in alerts if a.detector != "silent_lab"}) > 3, "alerts from several shares"
+
+
+def detectors_that_fail_in_a_spawned_process():
+    """A detector factory that fails where the shares run (not in the calling process)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        raise ValueError("no detectors here")
+    return default_detectors()
+
+
+def test_a_failing_process_is_reported_with_its_traceback(history):
+    path, _ = history
+    with pytest.raises(RuntimeError, match=r"backtest-\d failed:[\s\S]*ValueError: no detectors here"):
+        backtest(path, detectors_that_fail_in_a_spawned_process, processes=2)
+
+
+def test_an_empty_file_in_processes_gives_no_alerts(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    outcome = backtest(empty, processes=2)
+    assert outcome.results == 0 and outcome.alerts == []
+
+
+def test_the_categories_are_shared_by_their_results(history):
+    _, results = history
+    groups = share_categories(results, 2)
+    sizes = [sum(1 for r in results if r.category in g) for g in groups]
+    largest = max(sum(1 for r in results if r.category == c) for c in {r.category for r in results})
+    assert abs(sizes[0] - sizes[1]) <= largest, sizes  # the greedy split is off by at most one category
+    assert share_categories(results, 1) == [{r.category for r in results}]
+    assert share_categories([], 2) == [set(), set()]
