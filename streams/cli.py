@@ -242,7 +242,7 @@ def _print_summary(summary, dry_run: bool = False) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write alerts as JSON Lines here")
 @click.option("--clickhouse", "to_clickhouse", is_flag=True, help="Write alerts to the configured ClickHouse alerts table")
 @click.option(
-    "--processes", type=click.IntRange(min=0), default=None, help="Processes to share the categories among (0: one a core); default RISKWATCH_BACKTEST_PROCESSES"
+    "--processes", type=click.IntRange(min=0), default=None, help="Processes to share the categories among (0: one a core, at most 8); default RISKWATCH_BACKTEST_PROCESSES"
 )
 def backtest(file: Path, out: Path | None, to_clickhouse: bool, processes: int | None) -> None:
     """Run the detectors over a historical file (lab reports .jsonl, or results .csv); no Kafka."""
@@ -254,7 +254,7 @@ def backtest(file: Path, out: Path | None, to_clickhouse: bool, processes: int |
         raise click.UsageError("say where the alerts go: --out FILE and/or --clickhouse")
     settings = _settings()
     processes = settings.backtest_processes if processes is None else processes
-    processes = processes or os.cpu_count() or 1
+    processes = processes or min(os.cpu_count() or 1, 8)  # each holds its own imports and state; a few categories dominate
     # One process fits models beside the detectors, as the worker does; several fit their own in place.
     pool = _fit_pool(settings) if processes == 1 else nullcontext()
     with pool as fits, _progress() as progress:

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
     fit_processes: int = Field(1, ge=0, description="Processes fitting the multivariate detector's forests beside the worker (0: in the worker)")
     backtest_processes: int = Field(
-        0, ge=0, description="Processes `riskwatch backtest` shares the categories among (0: one a core; 1: one, with the fit processes)"
+        0, ge=0, description="Processes `riskwatch backtest` shares the categories among (0: one a core, at most 8; 1: one, with the fit processes)"
     )
 
     # Validation and severity
