@@ -254,7 +254,7 @@ def backtest(file: Path, out: Path | None, to_clickhouse: bool, processes: int |
         raise click.UsageError("say where the alerts go: --out FILE and/or --clickhouse")
     settings = _settings()
     processes = settings.backtest_processes if processes is None else processes
-    processes = processes or min(os.cpu_count() or 1, 8)  # each holds its own imports and state; a few categories dominate
+    processes = processes or min(os.cpu_count() or 1, 8)  # each holds its own imports and state; the largest category bounds the sharing
     # One process fits models beside the detectors, as the worker does; several fit their own in place.
     pool = _fit_pool(settings) if processes == 1 else nullcontext()
     with pool as fits, _progress() as progress:
