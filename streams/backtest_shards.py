@@ -5,7 +5,7 @@ labs) keeps its state by category. So each process runs those detectors over its
 categories, chunk for chunk as one process would: the same chunks, each closed with the same
 ``now`` and the same merge-window clock, an empty share included. The detectors that watch across
 categories run in the calling process over every result. Each process gets its share of each
-chunk as a msgpack message (msgspec, ~1 µs a result to encode, ~3 to decode), sent by a thread as
+chunk as a msgpack message (msgspec, ~1.6 µs a result to encode, ~3 to decode), sent by a thread as
 the process takes them, and sends back the latest version of its alerts.
 Processes are spawned, not forked: the caller has threads (the progress bar).
 """
