@@ -273,7 +273,8 @@ def backtest(file: Path, out: Path | None, to_clickhouse: bool, processes: int |
     rejected = sum(outcome.rejected.values())
     console.print(
         f"{outcome.results:,} results ({rejected} rejected: {dict(outcome.rejected) or 'none'}) → {len(outcome.alerts):,} alerts "
-        f"in {outcome.seconds:.1f} s ({outcome.results_per_second:,.0f} results/s)" + (f"; written to {out}" if out else "")
+        f"in {outcome.seconds:.1f} s ({outcome.results_per_second:,.0f} results/s" + (f", {processes} processes)" if processes > 1 else ")")
+        + (f"; written to {out}" if out else "")
     )
     table = Table("detector", "serious", "potentially serious", "not serious", title="alerts that would have fired", title_justify="left")
     counts: dict[str, dict[str, int]] = {}

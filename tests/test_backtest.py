@@ -50,9 +50,10 @@ def history(tmp_path_factory) -> tuple[Path, list[LabResult]]:
 def test_backtest_writes_every_alert_to_a_file_and_to_clickhouse(history, tmp_path):
     path, results = history
     out = tmp_path / "alerts.jsonl"
-    env = {"RISKWATCH_DATA_DIR": str(tmp_path / "data"), "RISKWATCH_FIT_PROCESSES": "1"}
+    env = {"RISKWATCH_DATA_DIR": str(tmp_path / "data"), "RISKWATCH_FIT_PROCESSES": "1", "RISKWATCH_BACKTEST_PROCESSES": "2"}
     run = cli("backtest", str(path), "--out", str(out), "--clickhouse", env=env)
     assert f"{len(results):,} results" in run.stdout and "rejected: {" in run.stdout, run.stdout
+    assert "results/s, 2 processes)" in " ".join(run.stdout.split()), run.stdout  # however the console wrapped it
     alerts = read_alerts(out)
     assert len({a.alert_id for a in alerts}) == len(alerts), "one line per alert, its latest version"
     failing = {r.result_id for r in results if r.failing}
