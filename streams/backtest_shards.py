@@ -13,11 +13,12 @@ Processes are spawned, not forked: the caller has threads (the progress bar).
 from __future__ import annotations
 
 import heapq
+import itertools
 import multiprocessing
 import threading
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
 
@@ -38,7 +39,7 @@ class _Chunk(msgspec.Struct, array_like=True):
     results: list[LabResult]
 
 
-def share_categories(results: Sequence[LabResult], processes: int) -> list[set[str]]:
+def share_categories(results: Iterable[LabResult], processes: int) -> list[set[str]]:
     """The categories in ``processes`` groups of about as many results each (the largest category
     first, each to the group with the fewest results so far); a group may be empty."""
     groups: list[tuple[int, int, set[str]]] = [(0, n, set()) for n in range(processes)]
@@ -127,7 +128,7 @@ class CategoryProcesses:
         """``latest_alerts`` of every detector over ``chunks``: the per-category ones in the processes,
         the rest here meanwhile."""
         total = sum(len(c) for c in chunks)
-        groups = share_categories([r for c in chunks for r in c], len(self.running))
+        groups = share_categories(itertools.chain.from_iterable(chunks), len(self.running))  # no copy of every result
         feeders = [
             threading.Thread(target=_feed, args=(connection, chunks, group), name=f"{process.name}-feed", daemon=True)
             for (process, connection, _), group in zip(self.running, groups, strict=True)
