@@ -6,6 +6,7 @@ import dataclasses
 import math
 import multiprocessing
 import random
+import statistics
 import sys
 from array import array
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +26,7 @@ from detectors.isolation import CompiledForest, _float32_at_most
 from detectors.lab_bias import LabBias, algorithm_a, fit_labs_and_makers
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
-from detectors.multivariate import _NOT_DETECTED, MultivariateAnomaly, _usual_text
+from detectors.multivariate import _NOT_DETECTED, MultivariateAnomaly, _usual_text, robust_scale
 from detectors.silent_lab import SilentLab
 from detectors.suite import DetectorSuite
 from detectors.univariate import (
@@ -597,6 +598,23 @@ def test_silent_lab_judging_only_what_a_result_changed_alerts_as_judging_every_l
 def test_an_items_usual_level_at_the_non_detect_stand_in_reads_as_not_detected():
     assert _usual_text(_NOT_DETECTED) == _usual_text(float(np.float32(_NOT_DETECTED))) == ("not detected", "未检出")
     assert _usual_text(math.log(0.2)) == ("20 %", "20%") and _usual_text(math.log(0.006)) == ("1 %", "1%")
+
+
+def test_an_item_mostly_not_detected_takes_its_scale_from_its_detections():
+    """Where most samples hold the non-detect stand-in the MAD is 0: a detection must not read as tens of σ up."""
+    rng = np.random.default_rng(5)
+    ordinary = rng.normal(math.log(0.1), 0.6, 400)
+    median = float(np.median(ordinary))
+    assert robust_scale(ordinary, median) == pytest.approx(1.4826 * float(np.median(np.abs(ordinary - median))))
+    detections = np.full(160, math.log(0.03))  # 40 % of the samples detected, at 3 % of the limit
+    levels = np.concatenate([np.full(240, _NOT_DETECTED), detections])
+    scale = robust_scale(levels, _NOT_DETECTED)
+    z = (math.log(0.03) - _NOT_DETECTED) / scale
+    assert z == pytest.approx(statistics.NormalDist().inv_cdf(0.8))  # the median detection sits at the 80th percentile
+    rarer = np.concatenate([np.full(380, _NOT_DETECTED), detections[:20]])  # 5 % detected: a detection is rarer news
+    assert (math.log(0.03) - _NOT_DETECTED) / robust_scale(rarer, _NOT_DETECTED) > 1.9 > z
+    few = np.concatenate([np.full(395, _NOT_DETECTED), detections[:5]])  # too few detections to say: the floor
+    assert robust_scale(few, _NOT_DETECTED) == 0.1
 
 
 def test_multivariate_flags_an_odd_combination_below_the_limits():
