@@ -44,12 +44,13 @@ from schemas.results import Alert, LabResult, Severity
 log = logging.getLogger(__name__)
 
 _NOT_DETECTED = math.log(0.005)  # a non-detect sits well below any measured level
+_AT_MOST_NOT_DETECTED = _NOT_DETECTED + 1e-6  # a level at or below this is the stand-in (stored in single precision)
 
 
 def _usual_text(level: float) -> tuple[str, str]:
     """An item's usual level for an explanation (English, Chinese): a median at the non-detect
     stand-in means the item is usually not detected, not that it sits at 0.5 % of its limit."""
-    if level <= _NOT_DETECTED + 1e-6:  # the stand-in, stored in single precision
+    if level <= _AT_MOST_NOT_DETECTED:
         return "not detected", "未检出"
     return f"{100 * math.exp(level):.0f} %", f"{100 * math.exp(level):.0f}%"
 
@@ -99,8 +100,8 @@ def robust_scale(levels: np.ndarray, median: float, min_detections: int = 10) ->
     detection is then more unusual than a common one, as it should be. With fewer than
     ``min_detections`` detections the floor stands."""
     scale = 1.4826 * float(np.median(np.abs(levels - median)))
-    if scale == 0.0 and median <= _NOT_DETECTED + 1e-6:
-        detected = levels[levels > _NOT_DETECTED + 1e-6]
+    if scale == 0.0 and median <= _AT_MOST_NOT_DETECTED:
+        detected = levels[levels > _AT_MOST_NOT_DETECTED]
         if detected.size >= min_detections:
             share = detected.size / levels.size
             scale = float(np.median(detected - _NOT_DETECTED)) / statistics.NormalDist().inv_cdf(1 - share / 2)
