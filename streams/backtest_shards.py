@@ -82,14 +82,16 @@ def _run_share(connection: Connection, detectors: Callable[[], list[Detector]], 
         connection.close()
 
 
-def _feed(connection: Connection, chunks: Sequence[Sequence[LabResult]], categories: set[str]) -> None:
-    """Send a process its share of each chunk as it takes them (a thread: the pipe blocks while the
-    process is busy), then the empty message that ends them. A process gone early ends the feed:
-    the caller hears why from its connection."""
+def _feed(
+    connection: Connection, chunks: Sequence[Sequence[LabResult]], clocks: Sequence[tuple[datetime, datetime]], categories: set[str]
+) -> None:
+    """Send a process its share of each chunk, with the chunk's (now, horizon) from ``clocks``, as it
+    takes them (a thread: the pipe blocks while the process is busy), then the empty message that
+    ends them. A process gone early ends the feed: the caller hears why from its connection."""
     encoder = msgspec.msgpack.Encoder()
     try:
-        for c in chunks:
-            connection.send_bytes(encoder.encode(_Chunk(c[-1].published_at, max(r.sampled_at for r in c), [r for r in c if r.category in categories])))
+        for c, (now, horizon) in zip(chunks, clocks, strict=True):
+            connection.send_bytes(encoder.encode(_Chunk(now, horizon, [r for r in c if r.category in categories])))
         connection.send_bytes(b"")
     except OSError:
         pass
@@ -129,8 +131,9 @@ class CategoryProcesses:
         the rest here meanwhile."""
         total = sum(len(c) for c in chunks)
         groups = share_categories(itertools.chain.from_iterable(chunks), len(self.running))  # no copy of every result
+        clocks = [(c[-1].published_at, max(r.sampled_at for r in c)) for c in chunks]  # once, for every feed
         feeders = [
-            threading.Thread(target=_feed, args=(connection, chunks, group), name=f"{process.name}-feed", daemon=True)
+            threading.Thread(target=_feed, args=(connection, chunks, clocks, group), name=f"{process.name}-feed", daemon=True)
             for (process, connection, _), group in zip(self.running, groups, strict=True)
         ]
         for feeder in feeders:
