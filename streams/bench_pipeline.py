@@ -10,6 +10,7 @@ All on one local tansu broker, on the same pre-generated reports, in one run:
     histogram, and the worker's peak RSS;
 (a2), (e) the same reports carried many to a message (``riskwatch.lab_report_batch.v1``, as
     ``riskwatch publish`` sends them): the bare consumer and the full worker again;
+(d2) the latency of (d) again, the reports offered at the same rate carried as in (e);
 (v) the worker's validation alone, in this process, no broker: the first stage of (c), whose
     rate bounds the worker's whatever the detectors and the sink cost.
 
@@ -95,17 +96,21 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> float:
-    """Send all messages (at most `rate` per second if given); returns the seconds it took."""
+async def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float | None = None, reports: list[int] | None = None
+) -> float:
+    """Send all messages, at most ``rate`` reports per second if given (``reports``: how many each
+    message carries, one each by default); returns the seconds it took."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=262_144)
     await producer.start()
     started = time.perf_counter()
     try:
-        pending = []
-        for n, (key, value) in enumerate(messages, start=1):
+        pending, offered = [], 0
+        for n, (key, value) in enumerate(messages):
             pending.append(await producer.send(topic, value=value, key=key))
-            if rate is not None and n % 50 == 0:
-                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            offered += reports[n] if reports else 1
+            if rate is not None and (reports or offered % 50 == 0):  # single reports are paced fifty at a time
+                await asyncio.sleep(max(0.0, started + offered / rate - time.perf_counter()))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -214,32 +219,47 @@ async def full_worker(
     try:
         await worker.wait_ready(timeout=120)
         throughput = await _until_processed(worker, items, "c. full worker (ingest, 9 detectors, ClickHouse)", len(messages), broker_pid)
-        # (d) fixed offered rate: fresh reports, then the worker's own latency histogram (this run's part)
-        before = await asyncio.to_thread(worker.metrics)
-        buckets_before = await asyncio.to_thread(_latency_buckets, worker.metrics_url)
-        fresh, fresh_items = make_reports(max(200, int(rate * 10)), seed=99, days_ago=20)
-        await produce(bootstrap, topic, fresh, rate=rate)
-        target = _processed(before) + fresh_items
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and _processed(await asyncio.to_thread(worker.metrics)) < target:
-            await asyncio.sleep(0.5)
-        latency = Figures(f"d. full worker at {rate:g} reports/s", len(fresh), fresh_items, 0.0)
-        latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
-        latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+        latency = await _latency_at_rate(worker, bootstrap, topic, rate, f"d. full worker at {rate:g} reports/s")
         return throughput, latency
     finally:
         worker.stop()
 
 
+async def _latency_at_rate(worker: WorkerProcess, bootstrap: str, topic: str, rate: float, name: str, batch: int = 1) -> Figures:
+    """Fresh reports offered at ``rate`` reports/s, ``batch`` to a message; publication → ClickHouse
+    from the worker's own latency histogram (the part this run added), and its peak RSS."""
+    before = await asyncio.to_thread(worker.metrics)
+    buckets_before = await asyncio.to_thread(_latency_buckets, worker.metrics_url)
+    fresh, fresh_items = make_reports(max(200, int(rate * 10)), seed=99, days_ago=20)
+    messages, reports = in_batches(fresh, batch) if batch > 1 else (fresh, None)
+    await produce(bootstrap, topic, messages, rate=rate, reports=reports)
+    target = _processed(before) + fresh_items
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and _processed(await asyncio.to_thread(worker.metrics)) < target:
+        await asyncio.sleep(0.5)
+    latency = Figures(name, len(fresh), fresh_items, 0.0)
+    latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
+    latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
+    return latency
+
+
+def in_batches(messages: list[tuple[bytes, bytes]], batch: int) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """The reports as ``riskwatch publish`` sends them, ``batch`` to a message at most, and how many each message carries."""
+    batched = [(key, value) for key, value, _ in batch_messages([(key, value, b"") for key, value in messages], Batching(batch))]
+    return batched, [len(orjson.loads(value)["reports"]) for _, value in batched]
+
+
 async def full_worker_on_batches(
-    bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int
-) -> Figures:
-    """(e) the whole worker on the same reports carried ``batch`` to a message."""
+    bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int, rate: float
+) -> tuple[Figures, Figures]:
+    """(e) the whole worker on the same reports carried ``batch`` to a message; (d2) then latency at a fixed rate."""
     worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "batch-worker"), workdir / "batch-worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=120)
-        return await _until_processed(worker, items, f"e. full worker, {batch} reports per message", reports, broker_pid)
+        throughput = await _until_processed(worker, items, f"e. full worker, {batch} reports per message", reports, broker_pid)
+        name = f"d2. full worker at {rate:g} reports/s, {batch} per message"
+        return throughput, await _latency_at_rate(worker, bootstrap, topic, rate, name, batch)
     finally:
         worker.stop()
 
@@ -287,14 +307,16 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         noop = await asyncio.to_thread(faust_noop, broker.bootstrap, topic, len(messages), workdir)
         progress("(c) full worker, then (d) latency at a fixed rate")
         full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate, broker.process.pid)
-        batched = [(key, value) for key, value, _ in batch_messages([(k, v, b"") for k, v in messages], Batching(batch))]
+        batched, _ = in_batches(messages, batch)
         batch_topic = "bench.batches"
         await create_topic(broker.bootstrap, batch_topic, partitions)
-        progress(f"the same reports in {len(batched):,} batch messages; (a2) bare aiokafka, (e) full worker")
+        progress(f"the same reports in {len(batched):,} batch messages; (a2) bare aiokafka, (e) full worker, then (d2) latency")
         await produce(broker.bootstrap, batch_topic, batched)
         bare_batches = await bare_consumer(broker.bootstrap, batch_topic, len(messages), f"a2. bare aiokafka, {batch} reports per message")
-        on_batches = await full_worker_on_batches(broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid)
+        on_batches, batch_latency = await full_worker_on_batches(
+            broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid, rate
+        )
         progress("(v) validation alone")
-        return [bare, noop, full, latency, bare_batches, on_batches, validation_alone(messages, items)]
+        return [bare, noop, full, latency, bare_batches, on_batches, batch_latency, validation_alone(messages, items)]
     finally:
         broker.stop()

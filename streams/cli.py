@@ -454,7 +454,7 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
         rates = ("–", "–") if not f.seconds else (f"{f.messages_per_second:,.0f}", f"{f.results_per_second:,.0f}")
         table.add_row(f.name, f"{f.messages:,}", f"{f.results:,}", f"{f.seconds:.2f}" if f.seconds else "–", *rates, notes)
     Console(width=max(console.width, 150)).print(table)  # wide even when piped: the figures must stay readable
-    bare, _, full, _, bare_batches, on_batches, validation = figures
+    bare, _, full, _, bare_batches, on_batches, _, validation = figures
     console.print(
         f"full worker / bare consumer, one report per message: {full.messages_per_second / bare.messages_per_second:.3f} (target ≥ 0.5)"
     )

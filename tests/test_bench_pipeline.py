@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from streams.bench_pipeline import make_reports, validation_alone
+from streams.bench_pipeline import in_batches, make_reports, validation_alone
 
 
 def test_validation_alone_turns_every_bench_report_into_its_results():
@@ -21,3 +21,12 @@ def test_validation_alone_refuses_to_report_a_rate_for_input_it_rejected():
     messages[3] = (key, orjson.dumps(report))
     with pytest.raises(RuntimeError, match="dead letters"):
         validation_alone(messages, items)
+
+
+def test_the_latency_run_on_batches_offers_every_report_once_and_counts_each_message():
+    messages, _ = make_reports(500)
+    batched, reports = in_batches(messages, 10)
+    assert len(batched) == len(reports) < 500 and sum(reports) == 500 and max(reports) == 10
+    carried = [report for _, value in batched for report in orjson.loads(value)["reports"]]
+    assert sorted(orjson.dumps(r) for r in carried) == sorted(orjson.dumps(orjson.loads(v)) for _, v in messages)
+    assert all(orjson.loads(value)["reports"][0]["category"].encode() == key for key, value in batched)  # keyed by category, as published
