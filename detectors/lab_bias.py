@@ -193,26 +193,45 @@ class _Segment:
         )
 
 
-class _Lab(Window):
-    """One lab on one segment: its recent differences from the model (this object, a ``Window`` of
-    them, extended: one object a lab, not two), and the S and run of its two CUSUMs, as numbers
-    (two ``Cusum`` objects a lab took ~100 bytes more)."""
+class _Lab:
+    """One lab on one segment: its last ``window`` differences from the model (log units, after
+    its maker), the S and run of its two CUSUMs as numbers (two ``Cusum`` objects a lab took ~100
+    bytes more), and the trail of results a signal would cite.
 
-    __slots__ = ("high", "low", "high_run", "low_run")
+    A signal cites the results of its chart's run, and no run reaches back past the last time both
+    charts were at rest. So the trail (each result's record and difference) holds only the results
+    since then, at most ``window``, and the differences alone are kept for the ISO 13528 z-score:
+    4 bytes a result instead of the 26 of a record. On a clean stream both charts are back at rest
+    within a few results, and the trail stays short."""
+
+    __slots__ = ("window", "differences", "trail", "high", "low", "high_run", "low_run")
 
     def __init__(self, window: int) -> None:
-        super().__init__(window)  # each result's difference (log units, after its maker)
+        self.window = window
+        self.differences = array("f")  # oldest first
+        self.trail = Window(window)
         self.restart()
 
-    def chart(self, z: float, k: float) -> None:
-        """One standardised difference on both charts: higher than the peers, and lower."""
+    def __len__(self) -> int:
+        return len(self.differences)
+
+    def add(self, result: LabResult, difference: float, z: float, k: float) -> None:
+        """One result: its difference kept, and its standardised difference on both charts, higher
+        than the peers and lower."""
+        if len(self.differences) == self.window:
+            del self.differences[0]
+        self.differences.append(difference)
+        self.trail.append(result, difference)
         self.high, self.high_run = cusum_run_step(self.high, self.high_run, z, k)
         self.low, self.low_run = cusum_run_step(self.low, self.low_run, -z, k)
+        if self.high_run == self.low_run == 0:  # both at rest: no run can cite what came before
+            self.trail.clear()
 
     def restart(self) -> None:
         """Both charts from zero: after a signal, new evidence is needed for the next one."""
         self.high = self.low = 0.0
         self.high_run = self.low_run = 0
+        self.trail.clear()
 
 
 class LabBias(Detector):
@@ -257,8 +276,7 @@ class LabBias(Detector):
         if fit is not None and fit.judged >= self.min_labs:
             difference = level - fit.level - fit.maker(segment.maker_names.codes.get(maker_id))
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
-            lab.append(result, difference)
-            lab.chart(z, self.k)
+            lab.add(result, difference, z, self.k)
             signal = lab.high > self.h or lab.low > self.h
         segment.add(result.lab_id, maker_id, level, self.segment_window)
         if segment.since_fit >= self.refit_every and len(segment.levels) >= self.min_labs * self.min_results:
@@ -293,18 +311,18 @@ class LabBias(Detector):
         least = self.min_results if min_results is None else min_results
         segment = self.segments.get((category, test_item))
         labs = segment.by_lab if segment else {}
-        means = {lab_id: statistics.fmean(lab.column(0)) for lab_id, lab in labs.items() if len(lab) >= least}
+        means = {lab_id: statistics.fmean(lab.differences) for lab_id, lab in labs.items() if len(lab) >= least}
         if len(means) < self.min_labs:
             return {}
         x_star, s_star = algorithm_a(list(means.values()))
-        spreads = [fstdev(lab.column(0)) for lab in labs.values() if len(lab) >= 2]
+        spreads = [fstdev(lab.differences) for lab in labs.values() if len(lab) >= 2]
         within = statistics.median(spreads) / math.sqrt(self.window) if spreads else 0.0
         return {lab_id: (mean - x_star) / max(s_star, within, 1e-9) for lab_id, mean in means.items()}
 
     def _firing(self, key: tuple[str, str], lab_id: str, lab: _Lab, run: int, *, higher: bool, now: datetime) -> Alert:
         category, test_item = key
-        results = lab.evidence(-run)
-        factor = math.exp(statistics.fmean(lab.column(0)[-run:]))
+        results = lab.trail.evidence(-run)
+        factor = math.exp(statistics.fmean(lab.trail.column(0)[-run:]))
         iso_z = self.z_scores(category, test_item, min_results=min(self.min_results, 5)).get(lab_id)  # a fast signal may come early
         iso_en = (
             f"; ISO 13528 z-score {iso_z:+.1f} (|z| ≥ {self.questionable:g} questionable, ≥ {self.unsatisfactory:g} unsatisfactory)"

@@ -157,6 +157,10 @@ class Window:
         entry.pack_into(self._entries, slot * entry.size, packed, seconds, place, *numbers)
         return evicted
 
+    def clear(self) -> None:
+        """Forget every entry (the ring starts afresh, its room given back)."""
+        self._entries, self._added, self._unpacked = bytearray(), 0, None
+
     @property
     def _oldest(self) -> int:
         """The slot of the oldest entry: 0 until the ring is full, then where the next entry goes."""

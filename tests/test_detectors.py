@@ -554,6 +554,34 @@ def test_lab_bias_is_quiet_when_labs_agree():
     assert run(LabBias(), stream) == []
 
 
+def test_lab_bias_keeps_records_only_of_the_results_a_signal_could_cite():
+    rng = random.Random(8)
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
+    agreeing = [result(n, noisy(rng, 0.05, 0.3), lab_id=labs[n % 6], sample_id=f"S{n}") for n in range(900)]
+    detector = LabBias()
+    run(detector, agreeing)
+    charted = list(detector.segments[("food/grain_products/rice", "cadmium")].by_lab.values())
+    assert len(charted) == 6 and all(len(lab) == 60 for lab in charted)  # every difference the z-score needs
+    assert all(len(lab.trail) >= max(lab.high_run, lab.low_run) for lab in charted)  # every run's results
+    assert sum(len(lab.trail) for lab in charted) < 2 * 60, "at rest the charts keep few records"
+
+    biased = [
+        result(1000 + n, noisy(rng, 0.05 * (2.0 if labs[n % 6] == "DZQI" else 1.0), 0.3), lab_id=labs[n % 6], sample_id=f"B{n}")
+        for n in range(300)
+    ]  # fmt: skip
+    alerts = []
+    for r in biased:
+        alerts += detector.process_one(r, r.published_at)
+        assert all(len(lab.trail) >= min(60, max(lab.high_run, lab.low_run)) for lab in charted), "a run's results are all kept"
+    assert alerts and {a.labs[0] for a in alerts} == {"DZQI"}
+    dezhou = [r.result_id for r in biased if r.lab_id == "DZQI"]
+    for alert in alerts:  # the run behind each signal, whole: the lab's latest results up to the one that fired
+        cited = len(alert.evidence)
+        assert f"Over its last {cited} results" in alert.explanation
+        end = dezhou.index(alert.evidence[-1]) + 1
+        assert list(alert.evidence) == dezhou[end - cited : end]
+
+
 def test_silent_lab_fires_once_when_a_lab_stops_far_beyond_its_cadence():
     stream = []
     for n in range(60):
