@@ -39,7 +39,7 @@ class _SegmentState(RobustBaseline):
 
     def __init__(self, window: int, min_scale: float) -> None:
         super().__init__(window, min_scale)
-        self.recent: Window | None = None  # the last results and their z, newest last: the CUSUM run's evidence
+        self.recent: Window | None = None  # the CUSUM run's results and their z, newest last: its evidence (empty at rest)
         self.held: list[float] | None = None  # unusual levels kept out of the baseline
         self.cusum = 0.0  # the upper CUSUM's S
         self.run = 0  # consecutive results with S > 0
@@ -93,7 +93,10 @@ class ValueAnomaly(Detector):
         if state.recent is None:
             state.recent = Window(self.adapt_after)
         state.cusum, state.run = cusum_run_step(state.cusum, state.run, min(z, self.z_cap), self.k)
-        state.recent.append(result, z)
+        if state.run:
+            state.recent.append(result, z)
+        else:  # at rest: no run will cite this result or any before it
+            state.recent.clear()
         if z < self.hold_z:
             state.held = None
             state.learn_one(level)
@@ -178,6 +181,7 @@ class ValueAnomaly(Detector):
         self._learn(result, state, level, z)
         if alerts and state.cusum > self.h:  # the CUSUM fired: a new alert needs fresh evidence
             state.cusum, state.run = 0.0, 0
+            state.recent.clear()
         return alerts
 
     def reset(self) -> None:

@@ -274,9 +274,24 @@ def test_value_anomaly_a_failure_on_top_of_a_raised_run_fires_as_a_jumped_level(
     detector = ValueAnomaly(h=6.0)  # two raised values stay under h: only the failure can fire it
     run(detector, history)
     assert run(detector, raised) == []
+    (state,) = detector.segments.values()
+    assert len(state.recent) == state.run == 2  # records of the run only
     (alert,) = detector.process_one(result(43, 0.4), T0)
     assert "the level has jumped" in alert.explanation and "Over the limit" in alert.explanation and "已超过限量" in alert.explanation_zh
     assert alert.evidence == [r.result_id for r in raised] + [result(43, 0.4).result_id]
+
+
+def test_value_anomaly_keeps_records_only_of_its_cusum_run():
+    rng = random.Random(6)
+    detector = ValueAnomaly()
+    counts = []
+    for n in range(400):
+        detector.process_one(result(n, noisy(rng, 0.03, 0.3)), T0)
+        (state,) = detector.segments.values()
+        if state.recent is not None:
+            assert len(state.recent) == min(state.run, detector.adapt_after)  # every result a signal could cite, no more
+            counts.append(len(state.recent))
+    assert len(counts) > 300 and sum(counts) < len(counts), "at rest a segment keeps no records"
 
 
 def test_value_anomaly_two_unusual_values_in_a_row_fire_where_one_does_not():
