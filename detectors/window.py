@@ -158,8 +158,10 @@ class Window:
         return evicted
 
     def clear(self) -> None:
-        """Forget every entry (the ring starts afresh, its room given back)."""
-        self._entries, self._added, self._unpacked = bytearray(), 0, None
+        """Forget every entry (the ring starts afresh, its room given back); nothing to do when empty,
+        as it mostly is where detectors clear a window at rest after every result."""
+        if self._added:
+            self._entries, self._added, self._unpacked = bytearray(), 0, None
 
     @property
     def _oldest(self) -> int:
