@@ -204,11 +204,10 @@ class _Lab:
     4 bytes a result instead of the 26 of a record. On a clean stream both charts are back at rest
     within a few results, and the trail stays short."""
 
-    __slots__ = ("window", "differences", "trail", "high", "low", "high_run", "low_run")
+    __slots__ = ("differences", "trail", "high", "low", "high_run", "low_run")
 
     def __init__(self, window: int) -> None:
-        self.window = window
-        self.differences = array("f")  # oldest first
+        self.differences = array("f")  # oldest first, at most the trail's maxlen
         self.trail = Window(window)
         self.restart()
 
@@ -218,7 +217,7 @@ class _Lab:
     def add(self, result: LabResult, difference: float, z: float, k: float) -> None:
         """One result: its difference kept, and its standardised difference on both charts, higher
         than the peers and lower."""
-        if len(self.differences) == self.window:
+        if len(self.differences) == self.trail.maxlen:
             del self.differences[0]
         self.differences.append(difference)
         self.trail.append(result, difference)
