@@ -22,7 +22,7 @@ from detectors.co_elevation import CoElevation, PairState
 from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
 from detectors.failure_rate import FailureRateTrend
-from detectors.isolation import CompiledForest, _float32_at_most
+from detectors.isolation import CompiledForest, _float32_at_most, grow_trees
 from detectors.lab_bias import LabBias, algorithm_a, fit_labs_and_makers
 from detectors.manufacturer import ManufacturerRecurrence
 from detectors.merge import AlertMerger
@@ -768,6 +768,21 @@ def test_compiled_forest_sends_every_row_down_scikit_learns_paths_and_scores_as_
         assert np.array_equal(forest.leaves(probes) - forest.roots, np.column_stack(expected))  # the same leaf in every tree
         # leaf depths are kept in float32: scores agree to its precision
         assert np.allclose(forest.isolation(probes), -model.score_samples(probes), rtol=0, atol=1e-7)
+
+
+def test_trees_grown_without_the_ensembles_overhead_are_isolation_forests_own_node_for_node():
+    rng = np.random.default_rng(9)
+    # under and over the 256-row subsample, one column and several, repeated values (ties at splits)
+    for rows, columns in [(400, 7), (256, 3), (40, 1), (700, 5), (300, 4)]:
+        reference = rng.normal(size=(rows, columns))
+        if columns == 4:
+            reference = np.round(reference, 1)
+        for seed in (0, 17, 2_000_000_000):
+            expected = CompiledForest.of(IsolationForest(n_estimators=12, random_state=seed).fit(reference))
+            grown = grow_trees(reference, 12, seed)
+            for part in ("feature", "split", "right", "roots"):
+                assert np.array_equal(getattr(grown, part), getattr(expected, part)), (rows, columns, seed, part)
+    assert grow_trees(reference, 12, 1).split.tobytes() != grow_trees(reference, 12, 2).split.tobytes()  # the seed matters
 
 
 def test_thresholds_kept_in_float32_send_every_float32_value_the_same_way():
