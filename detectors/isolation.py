@@ -122,12 +122,11 @@ class CompiledForest:
         rows = np.arange(X.shape[0])[:, None]
         node = np.broadcast_to(self.roots.astype(np.intp), (X.shape[0], self.roots.size))
         while True:  # one level of every tree per step; trees are at most log2(max_samples) deep
-            column = self.feature[node]
-            inner = column >= 0
-            if not inner.any():
+            right = self.right[node]  # 0 at a leaf, where the walk stays
+            if not right.any():
                 return node
-            goes_left = X[rows, np.maximum(column, 0)] <= self.split[node]  # meaningless at leaves, where inner is False
-            node = np.where(inner, np.where(goes_left, node + 1, node + self.right[node]), node)
+            goes_left = X[rows, self.feature[node]] <= self.split[node]  # at leaves (column -1) meaningless, and unused
+            node = node + np.where(goes_left, right != 0, right)  # an inner node's left child is the next node
 
     def isolation(self, X: np.ndarray) -> np.ndarray:
         """Anomaly score per row, higher is more isolated: ``-IsolationForest.score_samples`` (to float32's precision)."""
