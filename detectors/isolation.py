@@ -10,7 +10,7 @@ it can run in another process. scikit-learn is imported by the fit alone: a work
 in a process pool never loads it (~100 MB of its memory).
 
 ``IsolationForest.fit`` spends ~0.6 ms a tree on per-estimator overhead (cloning the tree, three
-``RandomState``s, parameter and input checks) around ~0.05 ms of growing it. ``grow_trees`` grows
+``RandomState``s, parameter and input checks), where growing it takes ~0.07 ms. ``grow_trees`` grows
 the very same trees (the same subsamples, seeds and splits: tests compare every node) with
 scikit-learn's own tree builder, drawing the seeds as the ensemble does, without that overhead.
 A refit still grows only a generation of new trees on the current reference and drops as many
