@@ -143,7 +143,7 @@ class FittedForest:
 def load_fitting() -> None:
     """Import what a fit needs: a fit process readied with it does not pay the import (and its own
     start) inside the first fit, which a batch waits for."""
-    from sklearn.tree._tree import Tree  # noqa: F401
+    from sklearn.ensemble import _bagging  # noqa: F401 - what grow_trees imports (the tree modules with it)
 
 
 _MAX_INT = np.iinfo(np.int32).max
