@@ -220,11 +220,12 @@ class _Lab:
         if len(self.differences) == self.trail.maxlen:
             del self.differences[0]
         self.differences.append(difference)
-        self.trail.append(result, difference)
         self.high, self.high_run = cusum_run_step(self.high, self.high_run, z, k)
         self.low, self.low_run = cusum_run_step(self.low, self.low_run, -z, k)
-        if self.high_run == self.low_run == 0:  # both at rest: no run can cite what came before
+        if self.high_run == self.low_run == 0:  # both at rest: no run can cite this result or what came before
             self.trail.clear()
+        else:
+            self.trail.append(result, difference)
 
     def restart(self) -> None:
         """Both charts from zero: after a signal, new evidence is needed for the next one."""
