@@ -91,34 +91,53 @@ class LimitDrift(Detector):
 
     def _learn(self, state: _SegmentState, result: LabResult, level: float, z: float | None) -> None:
         if z is not None:
-            state.cusum = cusum_step(state.cusum, z, self.cusum_k)
-            state.ewma = ewma_step(state.ewma, z, self.ewma_lambda)
-            state.charted += 1
+            self._chart(state, *self._steps(state, z))
+        self._keep(state, result, level)
+
+    def _steps(self, state: _SegmentState, z: float) -> tuple[float, float]:
+        """The CUSUM and the EWMA after one more z."""
+        return cusum_step(state.cusum, z, self.cusum_k), ewma_step(state.ewma, z, self.ewma_lambda)
+
+    @staticmethod
+    def _chart(state: _SegmentState, cusum: float, ewma: float) -> None:
+        state.cusum, state.ewma = cusum, ewma
+        state.charted += 1
+
+    @staticmethod
+    def _keep(state: _SegmentState, result: LabResult, level: float) -> None:
+        """The level joins the recent ones; the one it pushes out joins the references."""
         evicted = state.append(result, level)
         if evicted is not None:
             (old_level,) = evicted
             state.reference.learn_one(old_level)
             state.alliance.learn_one(old_level)
 
-    def _score(self, state: _SegmentState, z: float) -> float:
-        return min(1.0, cusum_step(state.cusum, z, self.cusum_k) / (2 * self.cusum_h))
+    def _score(self, cusum: float) -> float:
+        """The CUSUM after a result, as a score: 1 at twice its limit."""
+        return min(1.0, cusum / (2 * self.cusum_h))
 
     def score_one(self, result: LabResult) -> float:
         level = log_level(result)
         state = self.segments.get(self.segment(result))
         if level is None or state is None or (z := self._z(state, level)) is None:
             return 0.0
-        return self._score(state, z)
+        return self._score(cusum_step(state.cusum, z, self.cusum_k))
 
     def process_one(self, result: LabResult, now: datetime) -> list[Alert]:
-        """The protocol's score, alert and learn with one look-up and one z: three per result cost a fifth of the detector."""
+        """The protocol's score, alert and learn with one look-up, one z and one step of each chart
+        (three of each per result cost a fifth of the detector)."""
         level = log_level(result)
         if level is None or not result.limit:
             return []
         state = self.segments.get(self.segment(result))
-        z = self._z(state, level) if state is not None else None
-        alerts = self._judge(result, state, level, z, self._score(state, z), now) if z is not None else []
-        self._learn(state or self._state(result), result, level, z)
+        z = self._z(state, level) if state is not None else None  # a segment's first result is not judged
+        if z is None:
+            self._keep(state or self._state(result), result, level)
+            return []
+        cusum, ewma = self._steps(state, z)
+        alerts = self._judge(result, state, level, cusum, ewma, self._score(cusum), now)
+        self._chart(state, cusum, ewma)
+        self._keep(state, result, level)
         return alerts
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
@@ -126,11 +145,12 @@ class LimitDrift(Detector):
         state = self.segments.get(self.segment(result))
         if level is None or not result.limit or state is None or (z := self._z(state, level)) is None:
             return []
-        return self._judge(result, state, level, z, score, now)
+        return self._judge(result, state, level, *self._steps(state, z), score, now)
 
-    def _judge(self, result: LabResult, state: _SegmentState, level: float, z: float, score: float, now: datetime) -> list[Alert]:
-        cusum = cusum_step(state.cusum, z, self.cusum_k)
-        ewma = ewma_step(state.ewma, z, self.ewma_lambda)
+    def _judge(
+        self, result: LabResult, state: _SegmentState, level: float, cusum: float, ewma: float, score: float, now: datetime
+    ) -> list[Alert]:
+        """Judge a result by the charts' values after it (``cusum``, ``ewma``), before it is learned."""
         limit = ewma_limit(self.ewma_lambda, self.ewma_width, state.charted + 1)
         if cusum <= self.cusum_h and ewma <= limit:
             return []
