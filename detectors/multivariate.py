@@ -17,7 +17,7 @@ pair's usual share makes improbable.
 
 A refit grows ``trees_per_refit`` new trees on the current reference and drops as many of the
 oldest, so that the forest keeps ``trees`` and a refit costs a fraction of a fresh fit (on 400
-samples of 7 items: ~7 ms for 50 trees, ~3 ms for 10 and judging the window). Given an ``Executor``
+samples of 7 items: ~6.5 ms for 50 trees, ~2.5 ms for 10, judging the window included). Given an ``Executor``
 (the worker passes a process pool), a due refit is submitted at the end of one flush and
 collected at the start of the category's next one, so fits run beside the rest of the pipeline;
 without one they run in place. Either way a refit is first used by the next flush: the alerts
