@@ -31,7 +31,7 @@ from datetime import datetime
 import numpy as np
 
 from detectors.base import Detector, firing, log_level, segment_text
-from detectors.univariate import cusum_run_step, fstdev
+from detectors.univariate import array_median, cusum_run_step, fstdev
 from detectors.window import CodeTable, Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
@@ -126,7 +126,7 @@ def fit_labs_and_makers(
     judged = counts[lab_in] >= min_results
     level = statistics.median(own[judged if judged.any() else slice(None)].tolist())  # of a handful of labs: np.median costs 25× more
     residuals = y - own[labs] - maker_effects[makers]
-    scale = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
+    scale = 1.4826 * array_median(np.abs(residuals - array_median(residuals)))
     by_lab, by_maker = np.zeros(labs_known), np.zeros(makers_known)
     by_lab[lab_in], by_maker[maker_in] = own - level, maker_effects
     return LabMakerFit(

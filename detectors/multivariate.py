@@ -38,6 +38,7 @@ import numpy as np
 from detectors.base import Detector, firing, log_level, segment_text
 from detectors.co_elevation import CoElevatedRun, CoElevation, PairState
 from detectors.isolation import CompiledForest, FittedForest, fit_forest
+from detectors.univariate import array_median
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -82,7 +83,7 @@ def fit_model(
     lacks the item): ``trees`` new trees after the ``kept`` ones. A plain function, so that a
     process pool can run it."""
     missing = np.isnan(reference)
-    medians = [float(np.median(reference[~missing[:, i], i])) if not missing[:, i].all() else _NOT_DETECTED for i in range(len(items))]
+    medians = [array_median(reference[~missing[:, i], i]) if not missing[:, i].all() else _NOT_DETECTED for i in range(len(items))]
     matrix = np.where(missing, np.asarray(medians), reference)
     scales = [robust_scale(matrix[:, i], medians[i]) for i in range(matrix.shape[1])]
     return _Model(items, medians, scales, fit_forest(matrix, quantile, trees, seed, kept))
@@ -99,12 +100,12 @@ def robust_scale(levels: np.ndarray, median: float, min_detections: int = 10) ->
     levels, so its distance from the stand-in is taken as that quantile's normal score. A rare
     detection is then more unusual than a common one, as it should be. With fewer than
     ``min_detections`` detections the floor stands."""
-    scale = 1.4826 * float(np.median(np.abs(levels - median)))
+    scale = 1.4826 * array_median(np.abs(levels - median))
     if scale == 0.0 and median <= _AT_MOST_NOT_DETECTED:
         detected = levels[levels > _AT_MOST_NOT_DETECTED]
         if detected.size >= min_detections:
             share = detected.size / levels.size
-            scale = float(np.median(detected - _NOT_DETECTED)) / statistics.NormalDist().inv_cdf(1 - share / 2)
+            scale = array_median(detected - _NOT_DETECTED) / statistics.NormalDist().inv_cdf(1 - share / 2)
     return max(0.1, scale)
 
 

@@ -894,6 +894,18 @@ def test_suite_warm_builds_state_silently_then_process_alerts():
     assert fresh.process([result(41, 0.15)], T0) == []  # no history, no judgement
 
 
+def test_the_array_median_is_numpys_to_the_bit():
+    from detectors.univariate import array_median
+
+    rng = np.random.default_rng(11)
+    for n in [*range(1, 12), 399, 400]:
+        for dtype in (np.float64, np.float32):
+            for values in (rng.normal(size=n), np.round(rng.normal(size=n), 1)):  # ties too
+                values = values.astype(dtype)
+                assert array_median(values) == float(np.median(values)), (n, dtype)
+    assert math.isnan(array_median(np.array([])))
+
+
 def test_the_fast_median_absolute_deviation_matches_the_definition():
     import random
     import statistics
