@@ -298,8 +298,8 @@ def trend_test(values: list[float]) -> Trend:
         variance = (n * (n - 1.0) * (2 * n + 5) - float((sizes * (sizes - 1.0) * (2 * sizes + 5)).sum())) / 18
         p_two_sided = float(2 * special.ndtr(-abs(s / math.sqrt(variance))))
     _, later, earlier = _pairs(n)
-    slope = float(np.median((y[later] - y[earlier]) / (later - earlier)))  # Theil-Sen, as scipy.stats.theilslopes
-    intercept = float(np.median(y)) - slope * float(np.median(order))
+    slope = array_median((y[later] - y[earlier]) / (later - earlier))  # Theil-Sen, as scipy.stats.theilslopes
+    intercept = array_median(y) - slope * array_median(order)
     p_rising = p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2
     return Trend(float(tau), float(p_rising), slope, intercept + slope * (n - 1))
 
