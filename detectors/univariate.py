@@ -44,8 +44,8 @@ def fstdev(values: Sequence[float]) -> float:
 
 def array_median(values: np.ndarray) -> float:
     """``np.median`` of a 1-D array without NaNs, to the bit (the middle two averaged in the array's
-    dtype, as its mean does), without its ~20 µs of argument handling a call: lab bias's and the
-    multivariate detector's fits take several a fit."""
+    dtype, as its mean does), without its ~6 µs of argument handling a call: lab bias's and the
+    multivariate detector's fits, and drift's trend test, take several a call."""
     n = values.size
     if n == 0:
         return math.nan
