@@ -283,8 +283,12 @@ def trend_test(values: list[float]) -> Trend:
     n = len(values)
     y, order = np.asarray(values, dtype=float), np.arange(n, dtype=float)
     pairs = n * (n - 1) // 2
-    tie_sizes = np.unique(y, return_counts=True)[1]
-    tie_sizes = tie_sizes[tie_sizes > 1]
+    ordered = np.sort(y)
+    if (ordered[1:] != ordered[:-1]).all():  # no ties, as nearly always: np.unique costs ~10 µs more
+        tie_sizes = np.empty(0, dtype=np.intp)
+    else:
+        tie_sizes = np.unique(ordered, return_counts=True)[1]
+        tie_sizes = tie_sizes[tie_sizes > 1]
     tied_pairs = int((tie_sizes * (tie_sizes - 1) // 2).sum())
     if n < 2 or tied_pairs == pairs:  # nothing to rank: too few values, or all equal
         return Trend(0.0, 1.0, 0.0, values[-1] if values else math.nan)
