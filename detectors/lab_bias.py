@@ -222,10 +222,7 @@ class _Lab:
         self.differences.append(difference)
         self.high, self.high_run = cusum_run_step(self.high, self.high_run, z, k)
         self.low, self.low_run = cusum_run_step(self.low, self.low_run, -z, k)
-        if self.high_run == self.low_run == 0:  # both at rest: no run can cite this result or what came before
-            self.trail.clear()
-        else:
-            self.trail.append(result, difference)
+        self.trail.follow_run(self.high_run > 0 or self.low_run > 0, result, difference)  # either chart's run
 
     def restart(self) -> None:
         """Both charts from zero: after a signal, new evidence is needed for the next one."""

@@ -93,10 +93,7 @@ class ValueAnomaly(Detector):
         if state.recent is None:
             state.recent = Window(self.adapt_after)
         state.cusum, state.run = cusum_run_step(state.cusum, state.run, min(z, self.z_cap), self.k)
-        if state.run:
-            state.recent.append(result, z)
-        else:  # at rest: no run will cite this result or any before it
-            state.recent.clear()
+        state.recent.follow_run(state.run > 0, result, z)
         if z < self.hold_z:
             state.held = None
             state.learn_one(level)

@@ -163,6 +163,14 @@ class Window:
         if self._added:
             self._entries, self._added, self._unpacked = bytearray(), 0, None
 
+    def follow_run(self, running: bool, result: LabResult, *numbers: float) -> None:
+        """The evidence of a chart's run: while the chart runs after a result, the result joins it;
+        at rest the run is over, and nothing before it can be cited again, so the window empties."""
+        if running:
+            self.append(result, *numbers)
+        else:
+            self.clear()
+
     @property
     def _oldest(self) -> int:
         """The slot of the oldest entry: 0 until the ring is full, then where the next entry goes."""

@@ -51,6 +51,18 @@ def test_a_full_window_keeps_the_last_entries_in_order_however_often_it_wraps():
     assert [e.result_id for e in window.evidence(-3)] == [result(n).result_id for n in (97, 98, 99)]
 
 
+def test_a_run_s_window_keeps_the_results_while_the_chart_runs_and_empties_at_rest():
+    window = Window(maxlen=3)
+    for n, running in enumerate([True, True, False, True, True, True, True]):
+        window.follow_run(running, result(n), float(n))
+        if n == 1:
+            assert window.column() == [0.0, 1.0]
+        if n == 2:
+            assert len(window) == 0 and window.evidence() == []  # at rest: nothing before can be cited
+    assert window.column() == [4.0, 5.0, 6.0]  # a long run keeps its newest maxlen results
+    assert [e.result_id for e in window.evidence()] == [result(n).result_id for n in (4, 5, 6)]
+
+
 def test_a_categorys_reference_samples_keep_the_newest_rows_in_order_and_grow_columns_for_new_items():
     samples = _Samples(size=25)
     expected = []
