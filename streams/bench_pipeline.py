@@ -211,7 +211,7 @@ async def _until_processed(worker: WorkerProcess, items: int, name: str, reports
 
 
 async def full_worker(
-    bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float, broker_pid: int
+    bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float, broker_pid: int, fresh: tuple[list, int]
 ) -> tuple[Figures, Figures]:
     """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
     worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "worker"), workdir / "worker.log")
@@ -219,18 +219,21 @@ async def full_worker(
     try:
         await worker.wait_ready(timeout=120)
         throughput = await _until_processed(worker, items, "c. full worker (ingest, 9 detectors, ClickHouse)", len(messages), broker_pid)
-        latency = await _latency_at_rate(worker, bootstrap, topic, rate, f"d. full worker at {rate:g} reports/s")
+        latency = await _latency_at_rate(worker, bootstrap, topic, rate, f"d. full worker at {rate:g} reports/s", fresh)
         return throughput, latency
     finally:
         worker.stop()
 
 
-async def _latency_at_rate(worker: WorkerProcess, bootstrap: str, topic: str, rate: float, name: str, batch: int = 1) -> Figures:
-    """Fresh reports offered at ``rate`` reports/s, ``batch`` to a message; publication → ClickHouse
-    from the worker's own latency histogram (the part this run added), and its peak RSS."""
+async def _latency_at_rate(
+    worker: WorkerProcess, bootstrap: str, topic: str, rate: float, name: str, fresh: tuple[list, int], batch: int = 1
+) -> Figures:
+    """``fresh`` reports (messages, their test items), not yet seen by the worker, offered at ``rate``
+    reports/s, ``batch`` to a message; publication → ClickHouse from the worker's own latency
+    histogram (the part this run added), and its peak RSS."""
     before = await asyncio.to_thread(worker.metrics)
     buckets_before = await asyncio.to_thread(_latency_buckets, worker.metrics_url)
-    fresh, fresh_items = make_reports(max(200, int(rate * 10)), seed=99, days_ago=20)
+    fresh, fresh_items = fresh
     messages, reports = in_batches(fresh, batch) if batch > 1 else (fresh, None)
     await produce(bootstrap, topic, messages, rate=rate, reports=reports)
     target = _processed(before) + fresh_items
@@ -250,7 +253,7 @@ def in_batches(messages: list[tuple[bytes, bytes]], batch: int) -> tuple[list[tu
 
 
 async def full_worker_on_batches(
-    bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int, rate: float
+    bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int, rate: float, fresh: tuple[list, int]
 ) -> tuple[Figures, Figures]:
     """(e) the whole worker on the same reports carried ``batch`` to a message; (d2) then latency at a fixed rate."""
     worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "batch-worker"), workdir / "batch-worker.log")
@@ -259,7 +262,7 @@ async def full_worker_on_batches(
         await worker.wait_ready(timeout=120)
         throughput = await _until_processed(worker, items, f"e. full worker, {batch} reports per message", reports, broker_pid)
         name = f"d2. full worker at {rate:g} reports/s, {batch} per message"
-        return throughput, await _latency_at_rate(worker, bootstrap, topic, rate, name, batch)
+        return throughput, await _latency_at_rate(worker, bootstrap, topic, rate, name, fresh, batch)
     finally:
         worker.stop()
 
@@ -297,6 +300,7 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
     try:
         progress(f"generating {reports:,} reports")
         messages, items = make_reports(reports)
+        fresh = make_reports(max(200, int(rate * 10)), seed=99, days_ago=20)  # for (d) and (d2), each worker's first sight of them
         topic = "bench.reports"
         await create_topic(broker.bootstrap, topic, partitions)
         progress(f"publishing them to {partitions} partitions")
@@ -306,7 +310,7 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         progress("(b) Faust no-op agent")
         noop = await asyncio.to_thread(faust_noop, broker.bootstrap, topic, len(messages), workdir)
         progress("(c) full worker, then (d) latency at a fixed rate")
-        full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate, broker.process.pid)
+        full, latency = await full_worker(broker.bootstrap, topic, messages, items, workdir, rate, broker.process.pid, fresh)
         batched, _ = in_batches(messages, batch)
         batch_topic = "bench.batches"
         await create_topic(broker.bootstrap, batch_topic, partitions)
@@ -314,7 +318,7 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         await produce(broker.bootstrap, batch_topic, batched)
         bare_batches = await bare_consumer(broker.bootstrap, batch_topic, len(messages), f"a2. bare aiokafka, {batch} reports per message")
         on_batches, batch_latency = await full_worker_on_batches(
-            broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid, rate
+            broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid, rate, fresh
         )
         progress("(v) validation alone")
         return [bare, noop, full, latency, bare_batches, on_batches, batch_latency, validation_alone(messages, items)]
