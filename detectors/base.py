@@ -75,6 +75,19 @@ def log_level(result: LabResult) -> float | None:
     return math.log(value)
 
 
+def non_detect_level(result: LabResult, share_of_lod: float) -> float | None:
+    """The level a non-detect stands in at: log(share × LOD / limit), for a result reported as not
+    detected against an upper limit with its LOD; None for any other result.
+
+    A non-detect says that the value lies below the LOD, and that is evidence too. Dropped, it
+    leaves only the values above the LOD, the upper tail of every lab's, where a difference
+    between labs shows less than it is.
+    """
+    if result.value is not None or result.qualitative != "not_detected" or not result.lod or not result.limit or result.limit_type != "max":
+        return None
+    return math.log(share_of_lod * result.lod / result.limit)
+
+
 def segment_text(category: str, test_item: str | None, city: str | None, lang: str = "en") -> str:
     """'cadmium (as Cd) in food › grain products › rice, Zibo' in words."""
     item = test_item_name(test_item, lang) if test_item else ""

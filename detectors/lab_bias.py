@@ -14,6 +14,10 @@ alike and the CUSUM accumulates it within a few dozen results, while the slack `
 what the model leaves of labs' markets. Differences are capped at ``z_cap`` so that one wild
 value cannot fire it alone.
 
+A non-detect counts at ``non_detects_at`` × its LOD (LOD/√2, Hornung and Reed's stand-in): a lab
+reading high detects more often, so on an item mostly below the LOD its non-detects carry much of
+the evidence, and its detections alone (the upper tail everywhere) hide most of its difference.
+
 The alert reports the lab's ISO 13528 z-score as well: its mean difference over its recent
 results against the robust mean and standard deviation of all labs' means (Algorithm A, C.3.1),
 |z| ≥ 2 questionable and ≥ 3 unsatisfactory.
@@ -30,11 +34,13 @@ from datetime import datetime
 
 import numpy as np
 
-from detectors.base import Detector, firing, log_level, segment_text
+from detectors.base import Detector, firing, log_level, non_detect_level, segment_text
 from detectors.univariate import array_median, cusum_run_step, fstdev
 from detectors.window import CodeTable, Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
+
+_TIED_SHARE = 0.25  # of a segment's levels at non-detects' stand-ins, from which its scale is at least the standard deviation
 
 
 def algorithm_a(values: list[float], tolerance: float = 1e-6, max_rounds: int = 50) -> tuple[float, float]:
@@ -98,6 +104,7 @@ def fit_labs_and_makers(
     levels: Sequence[float],
     maker_prior: float,
     min_results: int,
+    non_detects: int = 0,
 ) -> LabMakerFit:
     """Fit level + lab + maker to the levels by least squares, maker effects shrunk towards 0 by
     ``maker_prior`` pseudo-results; lab effects centred on the median of the labs with
@@ -111,6 +118,11 @@ def fit_labs_and_makers(
     results of each maker and D = diag(maker count + prior). It has a row per lab (a handful), and
     is strictly diagonally dominant when the prior is positive, so always solvable. This is the
     point backfitting (alternating means) converges to, reached in one step instead of rounds.
+
+    The scale is the residuals' robust standard deviation (1.4826 × MAD). ``non_detects`` of the
+    levels are non-detects' stand-ins: where they are ``_TIED_SHARE`` of them or more, their ties
+    shrink the MAD (to 0 past half), and every detection would read as far out; there the scale
+    is at least the residuals' standard deviation, which ties do not collapse.
     """
     y = np.asarray(levels, dtype=float)
     counts, labs = _numbered(lab_codes, labs_known)
@@ -127,6 +139,8 @@ def fit_labs_and_makers(
     level = statistics.median(own[judged if judged.any() else slice(None)].tolist())  # of a handful of labs: np.median costs 25× more
     residuals = y - own[labs] - maker_effects[makers]
     scale = 1.4826 * array_median(np.abs(residuals - array_median(residuals)))
+    if non_detects >= _TIED_SHARE * y.size:
+        scale = max(scale, float(np.std(residuals)))
     by_lab, by_maker = np.zeros(labs_known), np.zeros(makers_known)
     by_lab[lab_in], by_maker[maker_in] = own - level, maker_effects
     return LabMakerFit(
@@ -140,28 +154,32 @@ def fit_labs_and_makers(
 
 
 class _Segment:
-    """One category × item: its last results' labs, makers and levels (a ring), and its latest fit."""
+    """One category × item: its last results' labs, makers and levels (a ring), which of them are
+    non-detects, and its latest fit."""
 
-    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "oldest", "since_fit", "fit", "by_lab")
+    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "non_detected", "oldest", "since_fit", "fit", "by_lab")
 
     def __init__(self, size: int) -> None:
         self.lab_names, self.maker_names = CodeTable(), CodeTable()
         codes = "H" if 2 * size < 1 << 16 else "I"  # codes stay ≤ 2 × size (``_forget_departed``)
         self.labs, self.makers = array(codes), array(codes)  # codes into the tables above
         self.levels = array("f")
+        self.non_detected = bytearray()  # 1 where the level is a non-detect's stand-in
         self.oldest = 0
         self.since_fit = 0
         self.fit: LabMakerFit | None = None
         self.by_lab: dict[str, _Lab] = {}
 
-    def add(self, lab_id: str, maker_id: str, level: float, size: int) -> None:
+    def add(self, lab_id: str, maker_id: str, level: float, size: int, non_detected: bool = False) -> None:
         lab, maker = self.lab_names.code(lab_id), self.maker_names.code(maker_id)
         if len(self.levels) < size:
             self.labs.append(lab)
             self.makers.append(maker)
             self.levels.append(level)
+            self.non_detected.append(non_detected)
         else:
             self.labs[self.oldest], self.makers[self.oldest], self.levels[self.oldest] = lab, maker, level
+            self.non_detected[self.oldest] = non_detected
             self.oldest = (self.oldest + 1) % size
         self.since_fit += 1
         if len(self.maker_names.names) > 2 * size or len(self.lab_names.names) > 2 * size:
@@ -189,7 +207,8 @@ class _Segment:
     def refit(self, maker_prior: float, min_results: int) -> None:
         self.since_fit = 0
         self.fit = fit_labs_and_makers(
-            self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), self.levels, maker_prior, min_results
+            self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), self.levels, maker_prior, min_results,
+            self.non_detected.count(1),
         )
 
 
@@ -248,16 +267,21 @@ class LabBias(Detector):
         min_scale: float = 0.1,
         unsatisfactory: float = 3.0,
         questionable: float = 2.0,
+        non_detects_at: float | None = 1 / math.sqrt(2),
     ) -> None:
         self.window, self.segment_window, self.refit_every = window, segment_window, refit_every
         self.min_results, self.min_labs = min_results, min_labs
         self.k, self.h, self.z_cap, self.maker_prior, self.min_scale = k, h, z_cap, maker_prior, min_scale
         self.unsatisfactory, self.questionable = unsatisfactory, questionable
+        self.non_detects_at = non_detects_at  # × LOD: the level of a non-detect (None: left out)
         self.segments: dict[tuple[str, str], _Segment] = {}  # category × item → its results, fit and labs
 
     def _update(self, result: LabResult) -> bool:
         """Learn the result; True when one of its lab's CUSUMs signals."""
         level = log_level(result)
+        non_detected = level is None and self.non_detects_at is not None
+        if non_detected:
+            level = non_detect_level(result, self.non_detects_at)
         if level is None:
             return False
         key = (result.category, result.test_item)
@@ -275,7 +299,7 @@ class LabBias(Detector):
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.add(result, difference, z, self.k)
             signal = lab.high > self.h or lab.low > self.h
-        segment.add(result.lab_id, maker_id, level, self.segment_window)
+        segment.add(result.lab_id, maker_id, level, self.segment_window, non_detected)
         if segment.since_fit >= self.refit_every and len(segment.levels) >= self.min_labs * self.min_results:
             segment.refit(self.maker_prior, self.min_results)
         return signal

@@ -18,6 +18,7 @@ from scipy import stats
 from sklearn.ensemble import IsolationForest
 
 from detectors import lab_bias
+from detectors.base import non_detect_level
 from detectors.co_elevation import CoElevation, PairState
 from detectors.cross_city import CrossCityCluster
 from detectors.drift import LimitDrift
@@ -567,6 +568,45 @@ def test_lab_bias_is_quiet_when_labs_agree():
     labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
     stream = [result(n, noisy(rng, 0.05, 0.3), lab_id=labs[n % 6], sample_id=f"S{n}") for n in range(600)]
     assert run(LabBias(), stream) == []
+
+
+def near_the_lod(seed: int, results: int, median: float, bias: float = 1.0) -> list[LabResult]:
+    """Six labs' results on an item whose values sit around its LOD (0.002), reported as not detected
+    below it; Dezhou's lab reads ``bias`` × the others."""
+    rng = random.Random(seed)
+    labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
+    stream = []
+    for n in range(results):
+        lab = labs[n % 6]
+        value = round(noisy(rng, median * (bias if lab == "DZQI" else 1.0), 0.6), 4)
+        if value < 0.002:
+            stream.append(result(n, None, lab_id=lab, sample_id=f"S{n}", qualitative="not_detected"))
+        else:
+            stream.append(result(n, value, lab_id=lab, sample_id=f"S{n}"))
+    return stream
+
+
+def test_a_non_detect_stands_in_below_its_lod():
+    assert non_detect_level(result(1, None, qualitative="not_detected"), 0.5) == pytest.approx(math.log(0.001 / 0.2))
+    assert non_detect_level(result(1, 0.05), 0.5) is None  # a value has its own level
+    assert non_detect_level(result(1, None, qualitative="not_detected", lod=None), 0.5) is None  # below what, unknown
+    assert non_detect_level(result(1, None, qualitative="not_detected", limit_type="min"), 0.5) is None
+
+
+def test_lab_bias_counts_non_detects_as_evidence():
+    """On an item mostly not detected (about 60 % of results), a lab reading 1.8× high detects more
+    often; counted at LOD/√2, its non-detects show it, where its detections alone mostly do not."""
+    streams = [near_the_lod(seed, 600, 0.0015, bias=1.8) for seed in range(1, 7)]
+    assert [sum(r.value is None for r in stream) > 300 for stream in streams] == [True] * 6
+    assert [{a.labs[0] for a in run(LabBias(), stream)} for stream in streams] == [{"DZQI"}] * 6
+    assert sum(1 for stream in streams if run(LabBias(non_detects_at=None), stream)) <= 2
+
+
+def test_lab_bias_is_quiet_when_most_results_are_non_detects():
+    """Ties at the non-detects' stand-in collapse the MAD of the residuals; the scale then rests on
+    their standard deviation, or every detection would read as far out (25–45 alerts a stream)."""
+    alerts = [run(LabBias(), near_the_lod(seed, 1200, median)) for seed in range(101, 105) for median in (0.001, 0.0015, 0.002)]
+    assert sum(map(len, alerts)) <= 2
 
 
 def test_lab_bias_keeps_records_only_of_the_results_a_signal_could_cite():
