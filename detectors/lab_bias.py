@@ -164,7 +164,7 @@ class _Segment:
         codes = "H" if 2 * size < 1 << 16 else "I"  # codes stay ≤ 2 × size (``_forget_departed``)
         self.labs, self.makers = array(codes), array(codes)  # codes into the tables above
         self.levels = array("f")
-        self.non_detected = bytearray()  # 1 where the level is a non-detect's stand-in
+        self.non_detected: bytearray | None = None  # 1 where the level is a non-detect's stand-in; None until one comes
         self.oldest = 0
         self.since_fit = 0
         self.fit: LabMakerFit | None = None
@@ -172,14 +172,18 @@ class _Segment:
 
     def add(self, lab_id: str, maker_id: str, level: float, size: int, non_detected: bool = False) -> None:
         lab, maker = self.lab_names.code(lab_id), self.maker_names.code(maker_id)
+        if non_detected and self.non_detected is None:  # the segment's first: a flag a result from now on
+            self.non_detected = bytearray(len(self.levels))
         if len(self.levels) < size:
             self.labs.append(lab)
             self.makers.append(maker)
             self.levels.append(level)
-            self.non_detected.append(non_detected)
+            if self.non_detected is not None:
+                self.non_detected.append(non_detected)
         else:
             self.labs[self.oldest], self.makers[self.oldest], self.levels[self.oldest] = lab, maker, level
-            self.non_detected[self.oldest] = non_detected
+            if self.non_detected is not None:
+                self.non_detected[self.oldest] = non_detected
             self.oldest = (self.oldest + 1) % size
         self.since_fit += 1
         if len(self.maker_names.names) > 2 * size or len(self.lab_names.names) > 2 * size:
@@ -208,7 +212,7 @@ class _Segment:
         self.since_fit = 0
         self.fit = fit_labs_and_makers(
             self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), self.levels, maker_prior, min_results,
-            self.non_detected.count(1),
+            self.non_detected.count(1) if self.non_detected is not None else 0,
         )
 
 

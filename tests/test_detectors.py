@@ -593,6 +593,19 @@ def test_a_non_detect_stands_in_below_its_lod():
     assert non_detect_level(result(1, None, qualitative="not_detected", limit_type="min"), 0.5) is None
 
 
+def test_lab_bias_flags_exactly_the_non_detects_in_its_window():
+    """The flags follow the ring: the count a fit is given is that of the last ``size`` results."""
+    rng = random.Random(3)
+    segment, fed = lab_bias._Segment(40), []
+    for n in range(300):
+        non_detected = n >= 20 and rng.random() < 0.3  # none at first: the flags come with the first
+        segment.add(f"L{n % 5}", f"M{n % 7}", -3.0, 40, non_detected)
+        fed.append(non_detected)
+        assert (segment.non_detected.count(1) if segment.non_detected is not None else 0) == sum(fed[-40:])
+        assert segment.non_detected is None or len(segment.non_detected) == len(segment.levels)
+    assert segment.non_detected is not None
+
+
 def test_lab_bias_counts_non_detects_as_evidence():
     """On an item mostly not detected (about 60 % of results), a lab reading 1.8× high detects more
     often; counted at LOD/√2, its non-detects show it, where its detections alone mostly do not."""
