@@ -11,8 +11,10 @@ All on one local tansu broker, on the same pre-generated reports, in one run:
 (a2), (e) the same reports carried many to a message (``riskwatch.lab_report_batch.v1``, as
     ``riskwatch publish`` sends them): the bare consumer and the full worker again;
 (d2) the latency of (d) again, the reports offered at the same rate carried as in (e);
-(v) the worker's validation alone, in this process, no broker: the first stage of (c), whose
-    rate bounds the worker's whatever the detectors and the sink cost.
+(v), (x), (s) the worker's three stages each alone, in this process, no broker, on the same
+    reports in the worker's batches: validation, the detectors (fits in the fit process, as in the
+    worker) and ClickHouse (duplicate look-up and insert into a fresh embedded store). Each alone
+    bounds the worker's rate, whatever the others and Faust cost.
 
 Figures, not assertions: the machine is shared, so (c) is judged against (a) measured here.
 """
@@ -35,7 +37,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from detectors.suite import DetectorSuite, default_detectors
+from schemas.results import LabResult
+from streams.bench_state import BATCH_RESULTS
 from streams.broker import LocalBroker, free_port
+from streams.clickhouse import Store, connect, ensure_schema
 from streams.pipeline import Ingestor, SourceMessage
 from streams.procfs import child_pids, cpu_seconds, peak_rss_mb
 from streams.publisher import Batching, batch_messages
@@ -61,9 +67,10 @@ class Figures:
         return self.results / self.seconds if self.seconds else 0.0
 
 
-def validation_alone(messages: list[tuple[bytes, bytes]], items: int) -> Figures:
+def validation_alone(messages: list[tuple[bytes, bytes]], items: int) -> tuple[Figures, list[LabResult]]:
     """(v) The worker's ingest stage (parse, schema, units, results) over the messages, every
-    category kept local as in the worker that owns it: no envelopes, no broker."""
+    category kept local as in the worker that owns it: no envelopes, no broker. Also the results,
+    in publication order, for the next stages alone."""
     settings = Settings()
     ingestor = Ingestor(settings.validation_policy, settings.max_message_bytes)
     published = time.time()
@@ -73,7 +80,43 @@ def validation_alone(messages: list[tuple[bytes, bytes]], items: int) -> Figures
     seconds = time.perf_counter() - started
     if output.valid_results != items or output.dead_letters:
         raise RuntimeError(f"validation kept {output.valid_results} of {items} results, {len(output.dead_letters)} dead letters")
-    return Figures("v. validation alone, no broker", output.reports, output.valid_results, seconds)
+    results = sorted(output.local, key=lambda r: r.source_offset)
+    return Figures("v. validation alone, no broker", output.reports, output.valid_results, seconds), results
+
+
+def _batches(results: list[LabResult]) -> list[list[LabResult]]:
+    """The results in the worker's batches (about what 2,000 single-report messages hold)."""
+    return [results[start : start + BATCH_RESULTS] for start in range(0, len(results), BATCH_RESULTS)]
+
+
+def detectors_alone(results: list[LabResult], reports: int, fits=None) -> Figures:
+    """(x) The worker's detector suite over the results, batch by batch from fresh state, as the
+    worker's first sight of them; ``fits``: the worker's fit processes (None: fits in place)."""
+    suite = DetectorSuite(default_detectors(Settings().severity_policy, fits))
+    started = time.perf_counter()
+    alerts = sum(len(suite.process(batch, datetime.now(UTC))) for batch in _batches(results))
+    return Figures("x. detectors alone, no broker", reports, len(results), time.perf_counter() - started, {"alerts": alerts})
+
+
+def sink_alone(results: list[LabResult], reports: int, workdir: Path) -> Figures:
+    """(s) The worker's ClickHouse stage, batch by batch: the look-up of which results are stored
+    already, then the insert, into a fresh embedded store (the worker's default)."""
+    client = connect(Settings(clickhouse_url=f"chdb://{workdir / 'sink-alone'}"))
+    try:
+        ensure_schema(client)
+        store = Store(client)
+        started = time.perf_counter()
+        for batch in _batches(results):
+            if store.known_result_ids(r.result_id for r in batch):
+                raise RuntimeError("a fresh store already holds results: the sink's figures would not be the worker's")
+            store.insert_results(batch)
+        seconds = time.perf_counter() - started
+        stored = client.query("SELECT count() FROM results").result_rows[0][0]
+    finally:
+        client.close()
+    if stored != len(results):
+        raise RuntimeError(f"the store holds {stored} of {len(results)} results")
+    return Figures("s. ClickHouse alone (look-up, insert), no broker", reports, len(results), seconds)
 
 
 def make_reports(count: int, seed: int = 11, days_ago: int = 60) -> tuple[list[tuple[bytes, bytes]], int]:
@@ -320,7 +363,15 @@ async def run(reports: int, partitions: int, rate: float, progress=print, batch:
         on_batches, batch_latency = await full_worker_on_batches(
             broker.bootstrap, batch_topic, len(messages), items, workdir, batch, broker.process.pid, rate, fresh
         )
-        progress("(v) validation alone")
-        return [bare, noop, full, latency, bare_batches, on_batches, batch_latency, validation_alone(messages, items)]
+        progress("(v) validation, (x) detectors and (s) ClickHouse, each alone")
+        validation, results = validation_alone(messages, items)
+        fits = Settings().fit_executor()
+        try:
+            detectors = detectors_alone(results, len(messages), fits)
+        finally:
+            if fits is not None:
+                fits.shutdown(cancel_futures=True)
+        sink = sink_alone(results, len(messages), workdir)
+        return [bare, noop, full, latency, bare_batches, on_batches, batch_latency, validation, detectors, sink]
     finally:
         broker.stop()

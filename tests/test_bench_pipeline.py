@@ -1,16 +1,28 @@
-"""The pipeline bench's in-process row measures the worker's validation on the bench's own reports."""
+"""The pipeline bench's in-process rows measure the worker's stages on the bench's own reports."""
 
 import orjson
 import pytest
 
-from streams.bench_pipeline import in_batches, make_reports, validation_alone
+from streams.bench_pipeline import detectors_alone, in_batches, make_reports, sink_alone, validation_alone
 
 
 def test_validation_alone_turns_every_bench_report_into_its_results():
     messages, items = make_reports(300)
-    figures = validation_alone(messages, items)
-    assert (figures.messages, figures.results) == (300, items)
+    figures, results = validation_alone(messages, items)
+    assert (figures.messages, figures.results) == (300, items) == (300, len(results))
     assert items > 300 and figures.seconds > 0 and figures.messages_per_second > 0
+    assert [r.source_offset for r in results] == sorted(r.source_offset for r in results)  # in publication order
+
+
+def test_the_detectors_and_the_sink_alone_take_every_result(tmp_path):
+    messages, items = make_reports(300)
+    _, results = validation_alone(messages, items)
+    detectors = detectors_alone(results, len(messages))
+    assert (detectors.messages, detectors.results) == (300, items) and detectors.seconds > 0
+    sink = sink_alone(results, len(messages), tmp_path)  # asks the store afterwards that it holds every result
+    assert (sink.messages, sink.results) == (300, items) and sink.seconds > 0
+    with pytest.raises(RuntimeError, match="already holds"):  # a store that is not fresh gives no figure
+        sink_alone(results, len(messages), tmp_path)
 
 
 def test_validation_alone_refuses_to_report_a_rate_for_input_it_rejected():
