@@ -37,6 +37,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from detectors.isolation import load_fitting
 from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import LabResult
 from streams.bench_state import BATCH_RESULTS
@@ -91,7 +92,10 @@ def _batches(results: list[LabResult]) -> list[list[LabResult]]:
 
 def detectors_alone(results: list[LabResult], reports: int, fits=None) -> Figures:
     """(x) The worker's detector suite over the results, batch by batch from fresh state, as the
-    worker's first sight of them; ``fits``: the worker's fit processes (None: fits in place)."""
+    worker's first sight of them; ``fits``: the worker's fit processes (None: fits in place),
+    started and readied first, as the worker readies them when it starts."""
+    if fits is not None:
+        fits.submit(load_fitting).result()
     suite = DetectorSuite(default_detectors(Settings().severity_policy, fits))
     started = time.perf_counter()
     alerts = sum(len(suite.process(batch, datetime.now(UTC))) for batch in _batches(results))
