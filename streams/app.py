@@ -29,7 +29,7 @@ from faust.types import TP
 from detectors.isolation import load_fitting
 from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
-from streams.clickhouse import Store, connect, ensure_schema
+from streams.clickhouse import Store, connect, ensure_schema, without_dataframes
 from streams.dead_letter import dead_letter
 from streams.fetch_wait import App
 from streams.overlap import BatchFinisher
@@ -63,6 +63,7 @@ class ClickHouseWorkerThread:
         return self.store
 
     def _open(self) -> Store:
+        without_dataframes()
         client = connect(self.settings)
         ensure_schema(client)
         return Store(client)

@@ -42,7 +42,7 @@ from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import LabResult
 from streams.bench_state import BATCH_RESULTS
 from streams.broker import LocalBroker, free_port
-from streams.clickhouse import Store, connect, ensure_schema
+from streams.clickhouse import Store, connect, ensure_schema, without_dataframes
 from streams.pipeline import Ingestor, SourceMessage
 from streams.procfs import child_pids, cpu_seconds, peak_rss_mb
 from streams.publisher import Batching, batch_messages
@@ -105,6 +105,7 @@ def detectors_alone(results: list[LabResult], reports: int, fits=None) -> Figure
 def sink_alone(results: list[LabResult], reports: int, workdir: Path) -> Figures:
     """(s) The worker's ClickHouse stage, batch by batch: the look-up of which results are stored
     already, then the insert, into a fresh embedded store (the worker's default)."""
+    without_dataframes()  # as the worker
     client = connect(Settings(clickhouse_url=f"chdb://{workdir / 'sink-alone'}"))
     try:
         ensure_schema(client)

@@ -8,6 +8,7 @@ text: values travel as insert data or bound parameters.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -76,6 +77,23 @@ def connect(settings: Settings, *, database: str | None = None) -> Client:
     finally:
         admin.close()
     return clickhouse_connect.get_client(database=database, **common)
+
+
+def without_dataframes() -> None:
+    """Tell clickhouse-connect that this process passes it no pandas DataFrames.
+
+    Its insert checks whether the data is a DataFrame, and imports pandas (installed with chDB) on a
+    client's first insert to check it: ~40 MB of a worker's memory and ~0.2 s, for a check that
+    riskwatch's columns of Python values never need. The library resolves pandas lazily into a module
+    attribute; set to None, it reads as absent. Only while pandas is not loaded already, so that a
+    process that uses it (a notebook) keeps it; for processes that use the client for riskwatch
+    alone (the worker)."""
+    if "pandas" in sys.modules:
+        return
+    from clickhouse_connect.driver import options
+
+    options.pd = None
+    options.pd_time_test = None
 
 
 def _identifier(name: str) -> str:

@@ -146,9 +146,16 @@ async def run_worker(
         if before is not None:
             await send_all(bootstrap, *before)
         await send_all(bootstrap, topic, messages)
-        return await worker.wait_drained(len(messages))
+        drained = await worker.wait_drained(len(messages))
+        assert not pandas_mapped(worker.process.pid), "the worker never needs pandas (~40 MB): see clickhouse.without_dataframes"
+        return drained
     finally:
         assert worker.stop() == 0
+
+
+def pandas_mapped(pid: int) -> bool:
+    """Whether a process has loaded pandas: its compiled modules are mapped once it is imported."""
+    return any("/pandas/" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
 
 
 def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_path):
