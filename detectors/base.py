@@ -75,6 +75,14 @@ def log_level(result: LabResult) -> float | None:
     return math.log(value)
 
 
+def lod_level(result: LabResult) -> float | None:
+    """log(LOD / limit) of a result against an upper limit with its LOD: the level below which its
+    lab reports it as not detected; None for any other result."""
+    if not result.lod or not result.limit or result.limit_type != "max":
+        return None
+    return math.log(result.lod / result.limit)
+
+
 def non_detect_level(result: LabResult, share_of_lod: float) -> float | None:
     """The level a non-detect stands in at: log(share × LOD / limit), for a result reported as not
     detected against an upper limit with its LOD; None for any other result.
@@ -83,9 +91,8 @@ def non_detect_level(result: LabResult, share_of_lod: float) -> float | None:
     leaves only the values above the LOD, the upper tail of every lab's, where a difference
     between labs shows less than it is.
     """
-    if result.value is not None or result.qualitative != "not_detected" or not result.lod or not result.limit or result.limit_type != "max":
-        return None
-    return math.log(share_of_lod * result.lod / result.limit)
+    lod = lod_level(result) if result.value is None and result.qualitative == "not_detected" else None
+    return None if lod is None else lod + math.log(share_of_lod)
 
 
 def segment_text(category: str, test_item: str | None, city: str | None, lang: str = "en") -> str:

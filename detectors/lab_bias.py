@@ -14,9 +14,13 @@ alike and the CUSUM accumulates it within a few dozen results, while the slack `
 what the model leaves of labs' markets. Differences are capped at ``z_cap`` so that one wild
 value cannot fire it alone.
 
-A non-detect counts at ``non_detects_at`` × its LOD (LOD/√2, Hornung and Reed's stand-in): a lab
-reading high detects more often, so on an item mostly below the LOD its non-detects carry much of
-the evidence, and its detections alone (the upper tail everywhere) hide most of its difference.
+Non-detects count: a lab reading high detects more often, so on an item mostly below the LOD its
+non-detects carry much of the evidence, and its detections alone (the upper tail everywhere) hide
+most of its difference. Labs' LODs differ (one instrument's is several times another's), and a
+lab whose LOD is higher reports only its higher values: compared as they are, it would read high.
+So a segment is censored at its labs' highest LOD: every level below it, a non-detect or a
+detection under that LOD, stands in at ``non_detects_at`` × that LOD (1/√2, Hornung and Reed's
+stand-in), and no lab's LOD shows as its bias.
 
 The alert reports the lab's ISO 13528 z-score as well: its mean difference over its recent
 results against the robust mean and standard deviation of all labs' means (Algorithm A, C.3.1),
@@ -34,13 +38,14 @@ from datetime import datetime
 
 import numpy as np
 
-from detectors.base import Detector, firing, log_level, non_detect_level, segment_text
+from detectors.base import Detector, firing, lod_level, log_level, non_detect_level, segment_text
 from detectors.univariate import array_median, cusum_run_step, fstdev
 from detectors.window import CodeTable, Window
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
-_TIED_SHARE = 0.25  # of a segment's levels at non-detects' stand-ins, from which its scale is at least the standard deviation
+_TIED_SHARE = 0.25  # of a segment's levels at the censored stand-in, from which its scale is at least the standard deviation
+_BELOW = 1e-6  # a stored level this far under the censoring level is under it (4-byte floats: a detection at the LOD is not)
 
 
 def algorithm_a(values: list[float], tolerance: float = 1e-6, max_rounds: int = 50) -> tuple[float, float]:
@@ -104,7 +109,7 @@ def fit_labs_and_makers(
     levels: Sequence[float],
     maker_prior: float,
     min_results: int,
-    non_detects: int = 0,
+    censored: int = 0,
 ) -> LabMakerFit:
     """Fit level + lab + maker to the levels by least squares, maker effects shrunk towards 0 by
     ``maker_prior`` pseudo-results; lab effects centred on the median of the labs with
@@ -119,8 +124,8 @@ def fit_labs_and_makers(
     is strictly diagonally dominant when the prior is positive, so always solvable. This is the
     point backfitting (alternating means) converges to, reached in one step instead of rounds.
 
-    The scale is the residuals' robust standard deviation (1.4826 × MAD). ``non_detects`` of the
-    levels are non-detects' stand-ins: where they are ``_TIED_SHARE`` of them or more, their ties
+    The scale is the residuals' robust standard deviation (1.4826 × MAD). ``censored`` of the
+    levels are the censored stand-in: where they are ``_TIED_SHARE`` of them or more, their ties
     shrink the MAD (to 0 past half), and every detection would read as far out; there the scale
     is at least the residuals' standard deviation, which ties do not collapse.
     """
@@ -139,7 +144,7 @@ def fit_labs_and_makers(
     level = statistics.median(own[judged if judged.any() else slice(None)].tolist())  # of a handful of labs: np.median costs 25× more
     residuals = y - own[labs] - maker_effects[makers]
     scale = 1.4826 * array_median(np.abs(residuals - array_median(residuals)))
-    if non_detects >= _TIED_SHARE * y.size:
+    if censored >= _TIED_SHARE * y.size:
         scale = max(scale, float(np.std(residuals)))
     by_lab, by_maker = np.zeros(labs_known), np.zeros(makers_known)
     by_lab[lab_in], by_maker[maker_in] = own - level, maker_effects
@@ -154,36 +159,30 @@ def fit_labs_and_makers(
 
 
 class _Segment:
-    """One category × item: its last results' labs, makers and levels (a ring), which of them are
-    non-detects, and its latest fit."""
+    """One category × item: its last results' labs, makers and levels (a ring), its labs' LODs, and
+    its latest fit."""
 
-    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "non_detected", "oldest", "since_fit", "fit", "by_lab")
+    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "lods", "oldest", "since_fit", "fit", "by_lab")
 
     def __init__(self, size: int) -> None:
         self.lab_names, self.maker_names = CodeTable(), CodeTable()
         codes = "H" if 2 * size < 1 << 16 else "I"  # codes stay ≤ 2 × size (``_forget_departed``)
         self.labs, self.makers = array(codes), array(codes)  # codes into the tables above
         self.levels = array("f")
-        self.non_detected: bytearray | None = None  # 1 where the level is a non-detect's stand-in; None until one comes
+        self.lods: dict[str, float] | None = None  # lab → the LOD level of its latest result with one
         self.oldest = 0
         self.since_fit = 0
         self.fit: LabMakerFit | None = None
         self.by_lab: dict[str, _Lab] = {}
 
-    def add(self, lab_id: str, maker_id: str, level: float, size: int, non_detected: bool = False) -> None:
+    def add(self, lab_id: str, maker_id: str, level: float, size: int) -> None:
         lab, maker = self.lab_names.code(lab_id), self.maker_names.code(maker_id)
-        if non_detected and self.non_detected is None:  # the segment's first: a flag a result from now on
-            self.non_detected = bytearray(len(self.levels))
         if len(self.levels) < size:
             self.labs.append(lab)
             self.makers.append(maker)
             self.levels.append(level)
-            if self.non_detected is not None:
-                self.non_detected.append(non_detected)
         else:
             self.labs[self.oldest], self.makers[self.oldest], self.levels[self.oldest] = lab, maker, level
-            if self.non_detected is not None:
-                self.non_detected[self.oldest] = non_detected
             self.oldest = (self.oldest + 1) % size
         self.since_fit += 1
         if len(self.maker_names.names) > 2 * size or len(self.lab_names.names) > 2 * size:
@@ -208,11 +207,23 @@ class _Segment:
         if fit is not None:
             self.fit = fit.renumbered(kept["labs"], kept["makers"])
 
-    def refit(self, maker_prior: float, min_results: int) -> None:
+    def censoring(self) -> float:
+        """The level the segment is censored at: its labs' highest LOD (-inf before any)."""
+        return max(self.lods.values()) if self.lods else -math.inf
+
+    def censored(self, level: float, stand_in: float) -> float:
+        """A level as the segment compares it: under the censoring level, the stand-in ``stand_in`` × LOD."""
+        censoring = self.censoring()
+        return censoring + math.log(stand_in) if level < censoring - _BELOW else level
+
+    def refit(self, maker_prior: float, min_results: int, stand_in: float | None) -> None:
         self.since_fit = 0
+        levels, censored = np.asarray(self.levels, dtype=float), 0
+        if stand_in is not None and self.lods:
+            under = levels < self.censoring() - _BELOW
+            levels, censored = np.where(under, self.censoring() + math.log(stand_in), levels), int(under.sum())
         self.fit = fit_labs_and_makers(
-            self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), self.levels, maker_prior, min_results,
-            self.non_detected.count(1) if self.non_detected is not None else 0,
+            self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), levels, maker_prior, min_results, censored
         )
 
 
@@ -277,14 +288,14 @@ class LabBias(Detector):
         self.min_results, self.min_labs = min_results, min_labs
         self.k, self.h, self.z_cap, self.maker_prior, self.min_scale = k, h, z_cap, maker_prior, min_scale
         self.unsatisfactory, self.questionable = unsatisfactory, questionable
-        self.non_detects_at = non_detects_at  # × LOD: the level of a non-detect (None: left out)
+        self.non_detects_at = non_detects_at  # × the segment's highest LOD: the level of what is under it (None: non-detects left out)
         self.segments: dict[tuple[str, str], _Segment] = {}  # category × item → its results, fit and labs
 
     def _update(self, result: LabResult) -> bool:
         """Learn the result; True when one of its lab's CUSUMs signals."""
         level = log_level(result)
-        non_detected = level is None and self.non_detects_at is not None
-        if non_detected:
+        censoring = self.non_detects_at is not None
+        if level is None and censoring:
             level = non_detect_level(result, self.non_detects_at)
         if level is None:
             return False
@@ -296,16 +307,21 @@ class LabBias(Detector):
         if lab is None:
             lab = segment.by_lab[result.lab_id] = _Lab(self.window)
         maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
+        if censoring and (lod := lod_level(result)) is not None:
+            if segment.lods is None:
+                segment.lods = {}
+            segment.lods[result.lab_id] = lod
         signal = False
         fit = segment.fit
         if fit is not None and fit.judged >= self.min_labs:
-            difference = level - fit.level - fit.maker(segment.maker_names.codes.get(maker_id))
+            compared = segment.censored(level, self.non_detects_at) if censoring else level
+            difference = compared - fit.level - fit.maker(segment.maker_names.codes.get(maker_id))
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.add(result, difference, z, self.k)
             signal = lab.high > self.h or lab.low > self.h
-        segment.add(result.lab_id, maker_id, level, self.segment_window, non_detected)
+        segment.add(result.lab_id, maker_id, level, self.segment_window)
         if segment.since_fit >= self.refit_every and len(segment.levels) >= self.min_labs * self.min_results:
-            segment.refit(self.maker_prior, self.min_results)
+            segment.refit(self.maker_prior, self.min_results, self.non_detects_at)
         return signal
 
     def learn_one(self, result: LabResult) -> None:

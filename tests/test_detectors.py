@@ -570,19 +570,19 @@ def test_lab_bias_is_quiet_when_labs_agree():
     assert run(LabBias(), stream) == []
 
 
-def near_the_lod(seed: int, results: int, median: float, bias: float = 1.0) -> list[LabResult]:
+def near_the_lod(seed: int, results: int, median: float, bias: float = 1.0, dezhou_lod: float = 0.002) -> list[LabResult]:
     """Six labs' results on an item whose values sit around its LOD (0.002), reported as not detected
-    below it; Dezhou's lab reads ``bias`` × the others."""
+    below it; Dezhou's lab reads ``bias`` × the others, with its own LOD."""
     rng = random.Random(seed)
     labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
     stream = []
     for n in range(results):
         lab = labs[n % 6]
-        value = round(noisy(rng, median * (bias if lab == "DZQI" else 1.0), 0.6), 4)
-        if value < 0.002:
-            stream.append(result(n, None, lab_id=lab, sample_id=f"S{n}", qualitative="not_detected"))
+        value, lod = round(noisy(rng, median * (bias if lab == "DZQI" else 1.0), 0.6), 4), dezhou_lod if lab == "DZQI" else 0.002
+        if value < lod:
+            stream.append(result(n, None, lab_id=lab, sample_id=f"S{n}", qualitative="not_detected", lod=lod))
         else:
-            stream.append(result(n, value, lab_id=lab, sample_id=f"S{n}"))
+            stream.append(result(n, value, lab_id=lab, sample_id=f"S{n}", lod=lod))
     return stream
 
 
@@ -591,19 +591,6 @@ def test_a_non_detect_stands_in_below_its_lod():
     assert non_detect_level(result(1, 0.05), 0.5) is None  # a value has its own level
     assert non_detect_level(result(1, None, qualitative="not_detected", lod=None), 0.5) is None  # below what, unknown
     assert non_detect_level(result(1, None, qualitative="not_detected", limit_type="min"), 0.5) is None
-
-
-def test_lab_bias_flags_exactly_the_non_detects_in_its_window():
-    """The flags follow the ring: the count a fit is given is that of the last ``size`` results."""
-    rng = random.Random(3)
-    segment, fed = lab_bias._Segment(40), []
-    for n in range(300):
-        non_detected = n >= 20 and rng.random() < 0.3  # none at first: the flags come with the first
-        segment.add(f"L{n % 5}", f"M{n % 7}", -3.0, 40, non_detected)
-        fed.append(non_detected)
-        assert (segment.non_detected.count(1) if segment.non_detected is not None else 0) == sum(fed[-40:])
-        assert segment.non_detected is None or len(segment.non_detected) == len(segment.levels)
-    assert segment.non_detected is not None
 
 
 def test_lab_bias_counts_non_detects_as_evidence():
@@ -620,6 +607,15 @@ def test_lab_bias_is_quiet_when_most_results_are_non_detects():
     their standard deviation, or every detection would read as far out (25–45 alerts a stream)."""
     alerts = [run(LabBias(), near_the_lod(seed, 1200, median)) for seed in range(101, 105) for median in (0.001, 0.0015, 0.002)]
     assert sum(map(len, alerts)) <= 2
+
+
+def test_lab_bias_does_not_read_a_higher_lod_as_a_bias():
+    """A lab whose LOD is 5× its peers' reports only its higher values; compared as they are, it
+    read as high in every stream, with non-detects counted or not. Censored at the segment's
+    highest LOD, it is the same as its peers."""
+    streams = [near_the_lod(seed, 1200, median, dezhou_lod=0.01) for seed in range(1, 4) for median in (0.002, 0.003, 0.006)]
+    assert sum(1 for stream in streams if {a.labs[0] for a in run(LabBias(non_detects_at=None), stream)} == {"DZQI"}) >= 4
+    assert sum(map(len, (run(LabBias(), stream) for stream in streams))) <= 1
 
 
 def test_lab_bias_keeps_records_only_of_the_results_a_signal_could_cite():
