@@ -162,7 +162,7 @@ class _Segment:
     """One category × item: its last results' labs, makers and levels (a ring), its labs' LODs, and
     its latest fit."""
 
-    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "lods", "oldest", "since_fit", "fit", "by_lab")
+    __slots__ = ("lab_names", "maker_names", "labs", "makers", "levels", "lods", "censoring", "oldest", "since_fit", "fit", "by_lab")
 
     def __init__(self, size: int) -> None:
         self.lab_names, self.maker_names = CodeTable(), CodeTable()
@@ -170,6 +170,7 @@ class _Segment:
         self.labs, self.makers = array(codes), array(codes)  # codes into the tables above
         self.levels = array("f")
         self.lods: dict[str, float] | None = None  # lab → the LOD level of its latest result with one
+        self.censoring = -math.inf  # the level the segment is censored at: its labs' highest LOD
         self.oldest = 0
         self.since_fit = 0
         self.fit: LabMakerFit | None = None
@@ -207,21 +208,24 @@ class _Segment:
         if fit is not None:
             self.fit = fit.renumbered(kept["labs"], kept["makers"])
 
-    def censoring(self) -> float:
-        """The level the segment is censored at: its labs' highest LOD (-inf before any)."""
-        return max(self.lods.values()) if self.lods else -math.inf
+    def note_lod(self, lab_id: str, lod: float) -> None:
+        """A lab's LOD level, from its latest result with one; the censoring level follows."""
+        if self.lods is None:
+            self.lods = {}
+        if self.lods.get(lab_id) != lod:
+            self.lods[lab_id] = lod
+            self.censoring = max(self.lods.values())
 
     def censored(self, level: float, stand_in: float) -> float:
         """A level as the segment compares it: under the censoring level, the stand-in ``stand_in`` × LOD."""
-        censoring = self.censoring()
-        return censoring + math.log(stand_in) if level < censoring - _BELOW else level
+        return self.censoring + math.log(stand_in) if level < self.censoring - _BELOW else level
 
     def refit(self, maker_prior: float, min_results: int, stand_in: float | None) -> None:
         self.since_fit = 0
         levels, censored = np.asarray(self.levels, dtype=float), 0
         if stand_in is not None and self.lods:
-            under = levels < self.censoring() - _BELOW
-            levels, censored = np.where(under, self.censoring() + math.log(stand_in), levels), int(under.sum())
+            under = levels < self.censoring - _BELOW
+            levels, censored = np.where(under, self.censoring + math.log(stand_in), levels), int(under.sum())
         self.fit = fit_labs_and_makers(
             self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), levels, maker_prior, min_results, censored
         )
@@ -308,9 +312,7 @@ class LabBias(Detector):
             lab = segment.by_lab[result.lab_id] = _Lab(self.window)
         maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
         if censoring and (lod := lod_level(result)) is not None:
-            if segment.lods is None:
-                segment.lods = {}
-            segment.lods[result.lab_id] = lod
+            segment.note_lod(result.lab_id, lod)
         signal = False
         fit = segment.fit
         if fit is not None and fit.judged >= self.min_labs:
