@@ -216,16 +216,21 @@ class _Segment:
             self.lods[lab_id] = lod
             self.censoring = max(self.lods.values())
 
-    def censored(self, level: float, stand_in: float) -> float:
-        """A level as the segment compares it: under the censoring level, the stand-in ``stand_in`` × LOD."""
-        return self.censoring + math.log(stand_in) if level < self.censoring - _BELOW else level
+    def stand_in(self, share: float) -> float:
+        """The level of whatever lies under the censoring level: ``share`` × the segment's highest LOD."""
+        return self.censoring + math.log(share)
 
-    def refit(self, maker_prior: float, min_results: int, stand_in: float | None) -> None:
+    def censored(self, level: float, share: float) -> float:
+        """A level as the segment compares it: under the censoring level, the stand-in."""
+        return self.stand_in(share) if level < self.censoring - _BELOW else level
+
+    def refit(self, maker_prior: float, min_results: int, share: float | None) -> None:
+        """Fit the model afresh; with ``share`` (None: non-detects left out), levels under the censoring level at its stand-in."""
         self.since_fit = 0
         levels, censored = np.asarray(self.levels, dtype=float), 0
-        if stand_in is not None and self.lods:
+        if share is not None and self.lods:
             under = levels < self.censoring - _BELOW
-            levels, censored = np.where(under, self.censoring + math.log(stand_in), levels), int(under.sum())
+            levels, censored = np.where(under, self.stand_in(share), levels), int(under.sum())
         self.fit = fit_labs_and_makers(
             self.labs, len(self.lab_names.names), self.makers, len(self.maker_names.names), levels, maker_prior, min_results, censored
         )
@@ -298,8 +303,8 @@ class LabBias(Detector):
     def _update(self, result: LabResult) -> bool:
         """Learn the result; True when one of its lab's CUSUMs signals."""
         level = log_level(result)
-        censoring = self.non_detects_at is not None
-        if level is None and censoring:
+        with_non_detects = self.non_detects_at is not None
+        if level is None and with_non_detects:
             level = non_detect_level(result, self.non_detects_at)
         if level is None:
             return False
@@ -311,12 +316,12 @@ class LabBias(Detector):
         if lab is None:
             lab = segment.by_lab[result.lab_id] = _Lab(self.window)
         maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
-        if censoring and (lod := lod_level(result)) is not None:
+        if with_non_detects and (lod := lod_level(result)) is not None:
             segment.note_lod(result.lab_id, lod)
         signal = False
         fit = segment.fit
         if fit is not None and fit.judged >= self.min_labs:
-            compared = segment.censored(level, self.non_detects_at) if censoring else level
+            compared = segment.censored(level, self.non_detects_at) if with_non_detects else level
             difference = compared - fit.level - fit.maker(segment.maker_names.codes.get(maker_id))
             z = max(-self.z_cap, min(self.z_cap, difference / max(fit.scale, self.min_scale)))
             lab.add(result, difference, z, self.k)
