@@ -32,6 +32,7 @@ from streams import metrics
 from streams.clickhouse import Store, connect, ensure_schema, without_dataframes
 from streams.dead_letter import dead_letter
 from streams.fetch_wait import App
+from streams.heap import HeapTrimmer
 from streams.overlap import BatchFinisher
 from streams.paging import Pager
 from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results, partition_for
@@ -119,7 +120,8 @@ def create_app(settings: Settings) -> faust.App:
             store = await _retrying("open ClickHouse", settings, clickhouse.opened)
             if not processors:  # another caller (a task, the other agent) may have built it meanwhile
                 suite = DetectorSuite(default_detectors(settings.severity_policy, fits))
-                processors.append(Processor(store, suite, timedelta(days=settings.warmup_days), settings.warmup_max_results))
+                heap = HeapTrimmer(settings.heap_trim_seconds)
+                processors.append(Processor(store, suite, timedelta(days=settings.warmup_days), settings.warmup_max_results, heap))
         return processors[0]
 
     @app.on_before_shutdown.connect

@@ -7,7 +7,8 @@ category, seven items per sample, and measures in this process: resident memory 
 and each detector's state serialised (pickle) per segment, which says where the memory goes.
 Results are generated as they are fed, so the figure is the detectors' and not the input's.
 As in the worker, model fits run in the process pool of ``RISKWATCH_FIT_PROCESSES`` when given
-one; its processes' resident memory is measured too.
+one (its processes' resident memory is measured too), and freed heap memory goes back to the
+system after a batch when the ``HeapTrimmer`` given says it is due.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import LabResult, result_id_for
+from streams.heap import HeapTrimmer
 from streams.procfs import child_pids, rss_mb
 
 CITIES = ("jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying")
@@ -110,7 +112,11 @@ def synthetic_rounds(
 
 
 def measure(
-    segments: int, per_segment: int, progress: Callable[[int, int], None] | None = None, fits: Executor | None = None
+    segments: int,
+    per_segment: int,
+    progress: Callable[[int, int], None] | None = None,
+    fits: Executor | None = None,
+    heap: HeapTrimmer | None = None,
 ) -> StateFigures:
     gc.collect()
     before = rss_mb()
@@ -119,11 +125,15 @@ def measure(
     for round_, batch in synthetic_rounds(segments, per_segment):
         suite.process(batch, batch[-1].published_at)
         fed += len(batch)
+        if heap is not None:
+            heap.maybe_trim()
         if progress:
             progress(round_ + 1, per_segment)
     del batch  # the last batch: the worker holds none between batches
     seconds = time.perf_counter() - started
     gc.collect()
+    if heap is not None:
+        heap.maybe_trim()
     figures = StateFigures(segments, fed, seconds, before, rss_mb(), children_rss_mb())
     for detector in suite.detectors:
         figures.pickled_bytes[detector.name] = len(pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))

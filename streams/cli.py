@@ -473,22 +473,27 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
 def bench_state(segments: int, per_segment: int) -> None:
     """Resident memory of the detector suite per active segment, and each detector's state."""
     from streams.bench_state import measure
+    from streams.heap import HeapTrimmer
 
     settings = _settings()
+    heap = HeapTrimmer(settings.heap_trim_seconds)  # as in the worker, after a batch
     with _fit_pool(settings) as fits, _progress() as progress:  # as in the worker: model fits in their own process
         task = progress.add_task(f"feeding {segments:,} segments", total=per_segment)
-        figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done), fits)
+        figures = measure(segments, per_segment, lambda done, total: progress.update(task, completed=done), fits, heap)
     table = Table("detector", "state, pickled", "per segment", title=f"detector state: {segments:,} segments × {per_segment} results",
                   title_justify="left")  # fmt: skip
     for name, size in sorted(figures.pickled_bytes.items(), key=lambda item: -item[1]):
         table.add_row(name, f"{size / 1e6:,.1f} MB", f"{size / segments:,.0f} B")
     console.print(table)
     growth = figures.rss_after_mb - figures.rss_before_mb
+    at_target = figures.rss_before_mb + figures.rss_bytes_per_segment * 100_000 / 2**20
     console.print(
         f"RSS {figures.rss_before_mb:,.0f} MB before, {figures.rss_after_mb:,.0f} MB after: {growth:,.0f} MB for {segments:,} segments, "
-        f"{figures.rss_bytes_per_segment:,.0f} B per segment, i.e. {figures.rss_bytes_per_segment * 100_000 / 2**20:,.0f} MB per 100,000 "
+        f"{figures.rss_bytes_per_segment:,.0f} B per segment, i.e. {at_target:,.0f} MB with 100,000 "
         f"(target: RSS ≤ 500 MB with 100,000). {figures.results:,} results in {figures.seconds:.0f} s ({figures.results / figures.seconds:,.0f}/s)."
     )
+    trims = f"at most every {settings.heap_trim_seconds:g} s" if heap.interval else "never"
+    console.print(f"Freed heap memory was returned to the system {trims} after a batch (RISKWATCH_HEAP_TRIM_SECONDS).")
     if settings.fit_processes:
         console.print(
             f"The fit process ({settings.fit_processes}): {figures.fit_processes_rss_mb:,.0f} MB resident (scikit-learn and one fit's data)."

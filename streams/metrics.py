@@ -27,6 +27,10 @@ SINK_ERRORS = Counter("riskwatch_sink_errors", "Failed ClickHouse writes (each i
 SINK_OUTAGE_SECONDS = Gauge("riskwatch_sink_outage_seconds", "How long ClickHouse has been failing without a success (0: healthy)")
 SINK_BATCH_ROWS = Histogram("riskwatch_sink_batch_rows", "Rows per ClickHouse insert batch", buckets=(1, 10, 100, 1_000, 10_000, 100_000))
 SINK_BATCH_SECONDS = Histogram("riskwatch_sink_batch_seconds", "Time to write one batch to ClickHouse")
+HEAP_TRIMS = Counter("riskwatch_heap_trims", "Returns of freed heap memory to the system (glibc malloc_trim) after a batch")
+HEAP_TRIM_SECONDS = Histogram(
+    "riskwatch_heap_trim_seconds", "Time to return freed heap memory after a batch (near 0 when not due)", buckets=(1e-4, 1e-3, 1e-2, 0.1, 1)
+)
 PROCESSING_LATENCY = Histogram(
     "riskwatch_processing_latency_seconds",
     "From a lab report's publication (Kafka timestamp) to its results stored in ClickHouse",

@@ -22,6 +22,7 @@ from schemas.validation import ValidationPolicy, validate_message
 from streams import metrics
 from streams.clickhouse import Store
 from streams.dead_letter import dead_letter
+from streams.heap import HeapTrimmer
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,19 @@ class Processor:
     """Per batch of results: drop those already stored, rebuild detector state for categories
     new to this worker, detect, and say what to write. Owns the detector suite."""
 
-    def __init__(self, store: Store, suite: DetectorSuite, warmup: timedelta = timedelta(days=90), warmup_limit: int = 20_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        suite: DetectorSuite,
+        warmup: timedelta = timedelta(days=90),
+        warmup_limit: int = 20_000,
+        heap: HeapTrimmer | None = None,
+    ) -> None:
         self.store = store
         self.suite = suite
         self.warmup, self.warmup_limit = warmup, warmup_limit
         self.warmed: set[str] = set()
+        self.heap = heap or HeapTrimmer(0)
 
     def select_fresh(self, results: Iterable[LabResult]) -> ProcessOutput:
         """The results not seen before, in event-time order (asks ClickHouse; safe to retry)."""
@@ -234,8 +243,13 @@ class Processor:
         self.warmed.clear()
 
     def write(self, output: ProcessOutput) -> None:
-        """Alerts first: a crash between the two writes replays the results and re-derives the same alerts."""
+        """Alerts first: a crash between the two writes replays the results and re-derives the same alerts.
+        Then what the batch freed (its results, the detectors' old windows and forests) goes back to the system."""
         with metrics.SINK_BATCH_SECONDS.time():
             self.store.insert_alerts(output.alerts)
             self.store.insert_results(output.stored)
         metrics.SINK_BATCH_ROWS.observe(len(output.stored) + len(output.alerts))
+        with metrics.HEAP_TRIM_SECONDS.time():
+            trimmed = self.heap.maybe_trim()
+        if trimmed:
+            metrics.HEAP_TRIMS.inc()

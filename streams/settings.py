@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         True, description="Process results of categories whose results partition this worker owns without the round trip through the results topic"
     )
     fit_processes: int = Field(1, ge=0, description="Processes fitting the multivariate detector's forests beside the worker (0: in the worker)")
+    heap_trim_seconds: float = Field(
+        1.0, ge=0, description="Least time between returns of freed heap memory to the system after a batch (glibc malloc_trim; 0: never)"
+    )
     backtest_processes: int = Field(
         0, ge=0, description="Processes `riskwatch backtest` shares the categories among (0: one a core, at most 8; 1: one, with the fit processes)"
     )

@@ -178,6 +178,7 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     assert metrics["riskwatch_results_duplicate_total"] == expected["duplicates"]
     assert metrics["riskwatch_results_local_total"] == expected["results"] + expected["duplicates"], "one worker owns every partition"
     assert metrics["riskwatch_reports_received_total"] == len(messages)
+    assert metrics["riskwatch_heap_trims_total"] >= 1, "freed heap memory went back to the system after a batch"
     assert len(letters) == expected["dead_letters"]
     reasons = [orjson.loads(r.value) for r in letters]
     assert sorted(d["code"] for d in reasons) == sorted(["not_json", "not_json", "not_object", "empty", "schema", "schema"] + ["item_unit"] * 5)

@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from detectors import LimitExceedance
 from detectors.suite import DetectorSuite
 from schemas.validation import ValidationPolicy
+from streams.heap import HeapTrimmer
 from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results, partition_for
 
 
@@ -89,6 +90,18 @@ def test_process_stores_each_result_once_and_alerts_once(store, report):
     assert (len(again.stored), again.duplicates, again.alerts) == (0, 4, [])
     assert store.client.query("SELECT count() FROM results").result_rows[0][0] == 4
     assert store.client.query("SELECT count() FROM alerts").result_rows[0][0] == 1
+
+
+def test_a_write_returns_freed_heap_memory_when_due(store, report):
+    processor = Processor(store, DetectorSuite([LimitExceedance()]), heap=HeapTrimmer(3600.0))
+    results, _ = decode_results(ingest(message(orjson.dumps(report))).results[0][1])
+    trims = REGISTRY.get_sample_value("riskwatch_heap_trims_total")
+    timed = REGISTRY.get_sample_value("riskwatch_heap_trim_seconds_count")
+    for batch in (results[:2], results[2:]):
+        processor.write(processor.detect(processor.select_fresh(batch)))
+    assert REGISTRY.get_sample_value("riskwatch_heap_trims_total") - trims == 1, "the first write trims; the second is within the hour"
+    assert REGISTRY.get_sample_value("riskwatch_heap_trim_seconds_count") - timed == 2
+    assert store.client.query("SELECT count() FROM results").result_rows[0][0] == 4
 
 
 def test_each_envelope_carries_the_oldest_publication_time_of_its_reports(report):
