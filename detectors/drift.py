@@ -155,9 +155,9 @@ class LimitDrift(Detector):
         if cusum <= self.cusum_h and ewma <= limit:
             return []
         window = [*state.column(), level]
-        if len(window) < 8 or kendall_s(window) <= 0:
+        if len(window) < 8 or (s := kendall_s(window)) <= 0:
             return []
-        trend = trend_test(window)
+        trend = trend_test(window, s)
         if trend.p_value >= self.alpha or trend.slope <= 0 or trend.level < self.min_level:
             return []
         return [self._firing(result, state, trend, cusum, ewma, limit, score, now)]

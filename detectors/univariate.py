@@ -272,8 +272,9 @@ def _kendall_exact_p(n: int, concordant: int) -> float:
     return min(1.0, max(0.0, prob))
 
 
-def trend_test(values: list[float]) -> Trend:
-    """Mann-Kendall test for a rising trend with the Theil-Sen slope (values in arrival order).
+def trend_test(values: list[float], s: int | None = None) -> Trend:
+    """Mann-Kendall test for a rising trend with the Theil-Sen slope (values in arrival order);
+    ``s``: their ``kendall_s``, when the caller has it already.
 
     Kendall's tau-b against time and its two-sided p-value as ``scipy.stats.kendalltau`` computes
     them, to the bit (a test holds the two equal): exact for untied series of up to 33 values
@@ -292,7 +293,7 @@ def trend_test(values: list[float]) -> Trend:
     tied_pairs = int((tie_sizes * (tie_sizes - 1) // 2).sum())
     if n < 2 or tied_pairs == pairs:  # nothing to rank: too few values, or all equal
         return Trend(0.0, 1.0, 0.0, values[-1] if values else math.nan)
-    s = kendall_s(y)
+    s = kendall_s(y) if s is None else s
     tau = min(1.0, max(-1.0, s / math.sqrt(pairs) / math.sqrt(pairs - tied_pairs)))
     discordant = (pairs - tied_pairs - s) // 2
     if tied_pairs == 0 and (n <= 33 or min(discordant, pairs - discordant) <= 1):

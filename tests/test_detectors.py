@@ -157,6 +157,7 @@ def test_trend_test_gives_scipys_kendall_tau_and_p_value_exactly_with_and_withou
         tau, p_two_sided = stats.kendalltau(np.arange(n, dtype=float), values)
         trend = trend_test(values)
         assert trend.tau == tau and trend.p_value == (p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2)
+        assert trend_test(values, kendall_s(values)) == trend, "the caller's S stands for the one computed"
 
 
 def test_the_lab_and_maker_model_recovers_both_when_labs_sample_their_own_makers_most():
