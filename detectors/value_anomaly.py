@@ -39,7 +39,7 @@ class _SegmentState(RobustBaseline):
 
     def __init__(self, window: int, min_scale: float) -> None:
         super().__init__(window, min_scale)
-        self.recent: Window | None = None  # the CUSUM run's results and their z, newest last: its evidence (empty at rest)
+        self.recent: Window | None = None  # the CUSUM run's results and their z, newest last: its evidence (None at rest)
         self.held: list[float] | None = None  # unusual levels kept out of the baseline
         self.cusum = 0.0  # the upper CUSUM's S
         self.run = 0  # consecutive results with S > 0
@@ -90,10 +90,13 @@ class ValueAnomaly(Detector):
             return
         if z is None:
             z = state.z(level)
-        if state.recent is None:
-            state.recent = Window(self.adapt_after)
         state.cusum, state.run = cusum_run_step(state.cusum, state.run, min(z, self.z_cap), self.k)
-        state.recent.follow_run(state.run > 0, result, z)
+        if state.run > 0:  # the run's evidence; at rest there is none, and no window is kept (most segments, most of the time)
+            if state.recent is None:
+                state.recent = Window(self.adapt_after)
+            state.recent.append(result, z)
+        else:
+            state.recent = None
         if z < self.hold_z:
             state.held = None
             state.learn_one(level)
@@ -178,7 +181,7 @@ class ValueAnomaly(Detector):
         self._learn(result, state, level, z)
         if alerts and state.cusum > self.h:  # the CUSUM fired: a new alert needs fresh evidence
             state.cusum, state.run = 0.0, 0
-            state.recent.clear()
+            state.recent = None
         return alerts
 
     def reset(self) -> None:

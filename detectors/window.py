@@ -111,16 +111,19 @@ def _slots_of(cls: type) -> list[str]:
 class Window:
     """The last ``maxlen`` results of a segment, each with ``width`` numbers, oldest first.
 
-    A ring: once full, the newest entry overwrites the oldest in place, and the records are
-    copied once to their exact size (growing them left up to an eighth spare). Place codes
-    belong to the process: a pickled window carries its places by name.
+    A ring: once full, the newest entry overwrites the oldest in place. Until then the records
+    are immutable ``bytes`` of their exact size, one copy an entry (a few hundred bytes): an empty
+    window shares ``b""`` instead of holding a 57-byte ``bytearray``, and a growing one no spare
+    room (most windows are the short runs of charts that return to rest). Once full they become
+    one ``bytearray``, written in place. Place codes belong to the process: a pickled window
+    carries its places by name.
     """
 
     __slots__ = ("maxlen", "width", "_entries", "_added", "_unpacked")
 
     def __init__(self, maxlen: int, width: int = 1) -> None:
         self.maxlen, self.width = maxlen, width
-        self._entries = bytearray()
+        self._entries: bytes | bytearray = b""
         self._added = 0  # entries ever appended: the absolute position of the next one
         self._unpacked: dict[int, Evidence] | None = None  # absolute position → the evidence of an entry that does not fit a record
 
@@ -149,7 +152,7 @@ class Window:
         count = len(self._entries) // entry.size
         if count < self.maxlen:
             self._entries += entry.pack(packed, seconds, place, *numbers)
-            if count + 1 == self.maxlen:  # full from now on: drop the spare room growing left
+            if count + 1 == self.maxlen:  # full from now on: written in place
                 self._entries = bytearray(self._entries)
             return None
         slot = (self._added - 1) % self.maxlen  # the oldest's
@@ -161,7 +164,7 @@ class Window:
         """Forget every entry (the ring starts afresh, its room given back); nothing to do when empty,
         as it mostly is where detectors clear a window at rest after every result."""
         if self._added:
-            self._entries, self._added, self._unpacked = bytearray(), 0, None
+            self._entries, self._added, self._unpacked = b"", 0, None
 
     def follow_run(self, running: bool, result: LabResult, *numbers: float) -> None:
         """The evidence of a chart's run: while the chart runs after a result, the result joins it;
@@ -216,12 +219,14 @@ class Window:
         for name, value in state.items():
             setattr(self, name, value)
         here = {code: _PLACES.code(place) for code, place in places.items()}
+        entries = bytearray(self._entries)  # the codes rewritten in a copy: a window not yet full holds bytes
         for slot in self._packed_slots():
-            record = packed, seconds, place = _RECORD.unpack_from(self._entries, slot * self._size)
+            record = packed, seconds, place = _RECORD.unpack_from(entries, slot * self._size)
             code = here[place >> 1]
             if code < _PLACE_CODES:
-                _RECORD.pack_into(self._entries, slot * self._size, packed, seconds, code << 1 | place & 1)
+                _RECORD.pack_into(entries, slot * self._size, packed, seconds, code << 1 | place & 1)
                 continue
             if self._unpacked is None:  # this process knows more places than a record can name: keep the entry whole
                 self._unpacked = {}
             self._unpacked[self._absolute(slot)] = _record_evidence(record, places)
+        self._entries = entries if len(self) == self.maxlen else bytes(entries)

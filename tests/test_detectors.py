@@ -290,9 +290,11 @@ def test_value_anomaly_keeps_records_only_of_its_cusum_run():
     for n in range(400):
         detector.process_one(result(n, noisy(rng, 0.03, 0.3)), T0)
         (state,) = detector.segments.values()
-        if state.recent is not None:
-            assert len(state.recent) == min(state.run, detector.adapt_after)  # every result a signal could cite, no more
-            counts.append(len(state.recent))
+        if len(state) >= detector.min_history:  # judged from here
+            kept = len(state.recent) if state.recent is not None else 0
+            assert kept == min(state.run, detector.adapt_after)  # every result a signal could cite, no more
+            assert (state.recent is None) == (state.run == 0), "at rest no window is kept, not even an empty one"
+            counts.append(kept)
     assert len(counts) > 300 and sum(counts) < len(counts), "at rest a segment keeps no records"
 
 

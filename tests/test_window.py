@@ -42,6 +42,24 @@ def test_a_window_gives_back_ids_times_places_and_numbers_and_evicts_the_oldest(
     ]
 
 
+def test_a_window_holds_its_records_at_their_exact_size_and_nothing_when_empty():
+    window = Window(maxlen=4)
+    assert type(window._entries) is bytes and window._entries == b"", "empty: the shared empty bytes, no buffer of its own"
+    for n in range(4):
+        window.append(result(n), float(n))
+        assert len(window._entries) == (n + 1) * 26, "no spare room while growing"
+    assert isinstance(window._entries, bytearray), "full: one buffer, written in place"
+    window.append(result(4), 4.0)
+    assert len(window._entries) == 4 * 26 and window.column() == [1.0, 2.0, 3.0, 4.0]
+    growing = Window(maxlen=4)
+    growing.append(result(0), 0.0)
+    copy = pickle.loads(pickle.dumps(growing))
+    copy.append(result(1), 1.0)
+    assert copy.column() == [0.0, 1.0] and len(copy._entries) == 2 * 26
+    window.clear()
+    assert window._entries == b"" and len(window) == 0
+
+
 def test_a_full_window_keeps_the_last_entries_in_order_however_often_it_wraps():
     window = Window(maxlen=7)
     for n in range(100):
