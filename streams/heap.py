@@ -3,7 +3,7 @@
 A worker's detectors grow windows and refit forests as long as it runs. glibc keeps what they
 free inside its heap for reuse, and most of it is never reused: pieces of a window copied to its
 exact size once full, a forest replaced by its refit. At full windows the holes came to ~1.3 KB
-a segment (`riskwatch bench state`, 10,000 segments: 13 MB of the 86 the state took), resident
+a segment (`riskwatch bench state`, 10,000 segments: 12 MB of the 86 the state took), resident
 but of use to no one. ``malloc_trim(0)`` hands every free page inside the heap back; on that heap
 it took 0.16 ms. Where the C library is not glibc there is nothing to call, and trimming does nothing.
 """

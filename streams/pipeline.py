@@ -244,7 +244,8 @@ class Processor:
 
     def write(self, output: ProcessOutput) -> None:
         """Alerts first: a crash between the two writes replays the results and re-derives the same alerts.
-        Then what the batch freed (its results, the detectors' old windows and forests) goes back to the system."""
+        Then the heap memory freed meanwhile (earlier batches, the detectors' outgrown windows and replaced
+        forests) goes back to the system, when due."""
         with metrics.SINK_BATCH_SECONDS.time():
             self.store.insert_alerts(output.alerts)
             self.store.insert_results(output.stored)
