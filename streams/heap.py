@@ -11,7 +11,6 @@ it took 0.16 ms. Where the C library is not glibc there is nothing to call, and 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import time
 from collections.abc import Callable
@@ -20,10 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None under another C library."""
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim``, among the symbols the process has loaded; None under another C library."""
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 
