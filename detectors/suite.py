@@ -39,13 +39,14 @@ MERGE_WINDOWS = {
 
 def default_detectors(severity: SeverityPolicy | None = None, fits: Executor | None = None) -> list[Detector]:
     """Every detector; ``fits`` runs the multivariate detector's model fits (e.g. a process pool)."""
+    severity = severity or SeverityPolicy()
     return [
-        LimitExceedance(severity or SeverityPolicy()),
+        LimitExceedance(severity),
         ValueAnomaly(),
         MultivariateAnomaly(fits=fits),
         LimitDrift(),
         FailureRateTrend(),
-        CrossCityCluster(),
+        CrossCityCluster(severe_ratio=severity.potentially_serious_ratio),
         ManufacturerRecurrence(),
         LabBias(),
         SilentLab(),

@@ -461,6 +461,24 @@ def test_cross_city_cluster_keeps_two_cities_chance_failures_quiet():
     assert detector.last_p[("food/grain_products/rice", "cadmium")] > detector.alpha
 
 
+def test_cross_city_cluster_fires_on_two_cities_far_over_the_limit_where_two_failures_alone_do_not():
+    """Two failures in a row in two cities: at 2.5× the limit they are improbable, at 1.1× not yet."""
+    background = [result(n, 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(200)]
+
+    def hazard(value: float) -> list:
+        return [result(200 + n, v, city=city, sample_id=f"H{n}")
+                for n, (v, city) in enumerate([(0.05, "taian"), (value, "zibo"), (value, "jinan"), (0.05, "dezhou")])]  # fmt: skip
+
+    severe = CrossCityCluster()
+    assert run(severe, background) == []
+    (alert,) = run(severe, hazard(0.5))
+    assert alert.cities == ["jinan", "zibo"] and "at 1.3× the limit or more" in alert.explanation and "达到限量1.3倍及以上" in alert.explanation_zh
+    assert severe.last_p[("food/grain_products/rice", "cadmium")] < severe.alpha
+    for detector, value in [(CrossCityCluster(), 0.22), (CrossCityCluster(severe_ratio=None), 0.5)]:
+        assert run(detector, background + hazard(value)) == []
+        assert detector.last_p[("food/grain_products/rice", "cadmium")] > detector.alpha, "two failures of any size are not yet improbable"
+
+
 def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
     detector = ManufacturerRecurrence()
     background = [result(n, 0.05, manufacturer_uscc=f"MAKER{n % 20}", sample_id=f"B{n}") for n in range(400)]
