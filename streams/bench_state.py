@@ -5,7 +5,9 @@ feeds the suite synthetic results round-robin over that many segments, ``per_seg
 that the rolling windows fill as they would), from seven cities, one lab and one maker per city and
 category, seven items per sample, and measures in this process: resident memory before and after,
 and each detector's state serialised (pickle) per segment, which says where the memory goes.
-Results are generated as they are fed, so the figure is the detectors' and not the input's.
+Results are generated as they are fed, so the figure is the detectors' and not the input's, and
+reach the detectors as a worker's do, decoded from bytes: each with names of its own, not the
+generator's few strings shared by all (which hid ~1 KB a segment of what keys and batches keep).
 As in the worker, model fits run in the process pool of ``RISKWATCH_FIT_PROCESSES`` when given
 one (its processes' resident memory is measured too), and freed heap memory goes back to the
 system after a batch when the ``HeapTrimmer`` given says it is due.
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+
 from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import LabResult, result_id_for
 from streams.heap import HeapTrimmer
@@ -33,6 +37,13 @@ CITIES = ("jinan", "zibo", "taian", "liaocheng", "dezhou", "binzhou", "dongying"
 ITEMS = ("lead", "cadmium", "inorganic_arsenic", "total_mercury", "aflatoxin_b1", "benzoic_acid", "sorbic_acid")
 _START = datetime(2026, 1, 1, tzinfo=UTC)
 BATCH_RESULTS = 6_000  # about what a worker's batch of 2,000 single-report messages holds
+_WIRE = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[LabResult])
+
+
+def as_received(batch: list[LabResult]) -> list[LabResult]:
+    """The batch as a worker holds it after decoding: the same results, every string its own object."""
+    encoder, decoder = _WIRE
+    return decoder.decode(encoder.encode(batch))
 
 
 @dataclass(slots=True)
@@ -105,10 +116,10 @@ def synthetic_rounds(
                         )  # fmt: skip
                     )
                 if len(batch) >= batch_results:
-                    yield round_, batch
+                    yield round_, as_received(batch)
                     batch = []
         if batch:
-            yield round_, batch
+            yield round_, as_received(batch)
 
 
 def measure(
