@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
 from detectors.univariate import BaselineRates, FailureCluster, FailureScan, runs_spanning
+from detectors.window import interned
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -60,7 +61,7 @@ class CrossCityCluster(Detector):
         key = (result.category, result.test_item)
         scan = scans.get(key)
         if scan is None:
-            scan = scans[key] = FailureScan(self.window)
+            scan = scans[interned(key)] = FailureScan(self.window)
         scan.add(result.sampled_at, usual.rate(key), failed, result)
         usual.learn(key, failed)
 

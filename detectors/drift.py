@@ -18,7 +18,7 @@ from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
 from detectors.univariate import RobustBaseline, cusum_step, ewma_limit, ewma_step, kendall_s, trend_test
-from detectors.window import Window
+from detectors.window import Window, interned
 from schemas.results import Alert, LabResult, Severity
 
 Segment = tuple[str, str, str]
@@ -70,6 +70,7 @@ class LimitDrift(Detector):
         key = self.segment(result)
         state = self.segments.get(key)
         if state is None:
+            key = interned(key)
             alliance = self.alliance.get(key[:2])
             if alliance is None:
                 alliance = self.alliance[key[:2]] = RobustBaseline(self.reference, 0.1)

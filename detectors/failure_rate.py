@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
 from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans
+from detectors.window import interned
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -60,7 +61,7 @@ class FailureRateTrend(Detector):
         for key in self._keys(result):
             scan = self.segments.get(key)
             if scan is None:
-                scan = self.segments[key] = FailureScan(self.window)
+                scan = self.segments[interned(key)] = FailureScan(self.window)
             scan.add(result.sampled_at, rate, failed, result)
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
         key = self._item_key(result)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import numpy as np
 
 from detectors.base import Detector, firing, lod_level, log_level, non_detect_level, segment_text
 from detectors.univariate import array_median, cusum_run_step, fstdev
-from detectors.window import CodeTable, Window
+from detectors.window import CodeTable, Window, interned
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -213,7 +214,7 @@ class _Segment:
         if self.lods is None:
             self.lods = {}
         if self.lods.get(lab_id) != lod:
-            self.lods[lab_id] = lod
+            self.lods[sys.intern(lab_id)] = lod
             self.censoring = max(self.lods.values())
 
     def stand_in(self, share: float) -> float:
@@ -311,10 +312,10 @@ class LabBias(Detector):
         key = (result.category, result.test_item)
         segment = self.segments.get(key)
         if segment is None:
-            segment = self.segments[key] = _Segment(self.segment_window)
+            segment = self.segments[interned(key)] = _Segment(self.segment_window)
         lab = segment.by_lab.get(result.lab_id)
         if lab is None:
-            lab = segment.by_lab[result.lab_id] = _Lab(self.window)
+            lab = segment.by_lab[sys.intern(result.lab_id)] = _Lab(self.window)
         maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
         if with_non_detects and (lod := lod_level(result)) is not None:
             segment.note_lod(result.lab_id, lod)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing
 from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans, runs_spanning
+from detectors.window import interned
 from schemas.catalogue import category_name, city_name, test_item_name
 from schemas.results import Alert, LabResult, Manufacturer, Severity
 
@@ -53,7 +54,7 @@ class ManufacturerRecurrence(Detector):
         if key is not None:
             scan = self.makers.get(key)
             if scan is None:
-                scan = self.makers[key] = FailureScan(self.window)
+                scan = self.makers[interned(key)] = FailureScan(self.window)
             rate = self.usual.rate(item)
             scan.add(result.sampled_at, rate, failed, result)
             item_key = (*key, result.test_item)

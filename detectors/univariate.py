@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 import numpy as np
 from scipy import special
 
+from detectors.window import interned
+
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
 
 
@@ -500,7 +502,7 @@ class BaselineRates:
     def learn(self, key: tuple, failed: bool) -> None:
         estimate = self.rates.get(key)
         if estimate is None:
-            estimate = self.rates[key] = RateEstimate(*self.prior)
+            estimate = self.rates[interned(key)] = RateEstimate(*self.prior)
         estimate.learn(failed)
 
     def clear(self) -> None:

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, percent_of_limit, segment_text
 from detectors.univariate import RobustBaseline, cusum_run_step, cusum_step, z_to_score
-from detectors.window import Window
+from detectors.window import Window, interned
 from schemas.results import Alert, LabResult, Severity
 
 Segment = tuple[str, str, str]
@@ -80,7 +80,7 @@ class ValueAnomaly(Detector):
             self._learn(result, self.segments.get(key) or self._new(key), level)
 
     def _new(self, key: Segment) -> _SegmentState:
-        state = self.segments[key] = _SegmentState(self.window, self.min_scale)
+        state = self.segments[interned(key)] = _SegmentState(self.window, self.min_scale)
         return state
 
     def _learn(self, result: LabResult, state: _SegmentState, level: float, z: float | None = None) -> None:

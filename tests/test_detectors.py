@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import multiprocessing
 import random
@@ -12,6 +13,7 @@ from array import array
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import numpy as np
 import pytest
 from scipy import stats
@@ -135,6 +137,17 @@ def test_cusum_and_ewma_signal_a_one_sigma_shift_but_not_noise():
     signalled = next(i for i in range(100) if cusum.update(rng.gauss(1.5, 1)))
     assert signalled < 15
     assert any(ewma.update(rng.gauss(1.5, 1)) for _ in range(30))
+
+
+def test_segment_keys_share_one_copy_of_each_name_whatever_the_results_held():
+    """Decoded results hold names of their own; kept in keys as they come, every segment would keep its copies."""
+    decoded = [msgspec.json.decode(msgspec.json.encode(result(n, city=city)), type=LabResult) for n, city in enumerate(["zibo", "jinan"])]
+    assert decoded[0].category is not decoded[1].category
+    drift, anomaly, bias = LimitDrift(), ValueAnomaly(), LabBias()
+    for r, detector in itertools.product(decoded, (drift, anomaly, bias)):
+        detector.learn_one(r)
+    keys = [*drift.segments, *drift.alliance, *anomaly.segments, *bias.segments]
+    assert len(keys) == 6 and len({id(key[0]) for key in keys}) == len({id(key[1]) for key in keys}) == 1
 
 
 def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
