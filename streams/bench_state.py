@@ -6,8 +6,8 @@ that the rolling windows fill as they would), from seven cities, one lab and one
 category, seven items per sample, and measures in this process: resident memory before and after,
 and each detector's state serialised (pickle) per segment, which says where the memory goes.
 Results are generated as they are fed, so the figure is the detectors' and not the input's, and
-reach the detectors as a worker's do, decoded from bytes: each with names of its own, not the
-generator's few strings shared by all (which hid ~1 KB a segment of what keys and batches keep).
+reach the detectors as a worker's do: decoded from bytes, each report's names its own objects (not
+the generator's few strings shared by all, which hid what keys and batches keep).
 As in the worker, model fits run in the process pool of ``RISKWATCH_FIT_PROCESSES`` when given
 one (its processes' resident memory is measured too), and freed heap memory goes back to the
 system after a batch when the ``HeapTrimmer`` given says it is due.
@@ -40,10 +40,23 @@ BATCH_RESULTS = 6_000  # about what a worker's batch of 2,000 single-report mess
 _WIRE = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[LabResult])
 
 
+_REPORT_FIELDS = (  # what the results of one report share in a worker: validation builds them from one header
+    "report_id", "sample_id", "lab_id", "lab_name", "city", "programme", "category", "product_name",
+    "manufacturer_name", "manufacturer_uscc", "sampling_site", "site_kind", "sampled_at", "tested_at", "published_at",
+)  # fmt: skip
+
+
 def as_received(batch: list[LabResult]) -> list[LabResult]:
-    """The batch as a worker holds it after decoding: the same results, every string its own object."""
+    """The batch as a worker holds it after validating its reports: the same results, each report's
+    names and times its own objects, shared by the report's results (a sample's results are one report)."""
     encoder, decoder = _WIRE
-    return decoder.decode(encoder.encode(batch))
+    decoded, first = decoder.decode(encoder.encode(batch)), None
+    for n, result in enumerate(decoded):
+        if first is None or result.sample_id != first.sample_id:
+            first = result
+        else:
+            decoded[n] = msgspec.structs.replace(result, **{name: getattr(first, name) for name in _REPORT_FIELDS})
+    return decoded
 
 
 @dataclass(slots=True)
