@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -214,7 +213,7 @@ class _Segment:
         if self.lods is None:
             self.lods = {}
         if self.lods.get(lab_id) != lod:
-            self.lods[sys.intern(lab_id)] = lod
+            self.lods[interned(lab_id)] = lod
             self.censoring = max(self.lods.values())
 
     def stand_in(self, share: float) -> float:
@@ -315,7 +314,7 @@ class LabBias(Detector):
             segment = self.segments[interned(key)] = _Segment(self.segment_window)
         lab = segment.by_lab.get(result.lab_id)
         if lab is None:
-            lab = segment.by_lab[sys.intern(result.lab_id)] = _Lab(self.window)
+            lab = segment.by_lab[interned(result.lab_id)] = _Lab(self.window)
         maker_id = result.manufacturer_uscc or result.manufacturer_name or ""  # unnamed makers share one effect
         if with_non_detects and (lod := lod_level(result)) is not None:
             segment.note_lod(result.lab_id, lod)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-import sys
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +39,7 @@ from detectors.base import Detector, firing, log_level, segment_text
 from detectors.co_elevation import CoElevatedRun, CoElevation, PairState
 from detectors.isolation import CompiledForest, FittedForest, fit_forest
 from detectors.univariate import array_median
+from detectors.window import interned
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -257,7 +257,7 @@ class MultivariateAnomaly(Detector):
         for code, samples in by_category.items():
             category = self.categories.get(code)
             if category is None:
-                category = self.categories[sys.intern(code)] = _Category(_Samples(self.reference))
+                category = self.categories[interned(code)] = _Category(_Samples(self.reference))
             self._collect(category)
             if (model := category.model) is not None:  # one scoring call per category and batch
                 levels = _levels([sample for sample, _ in samples], model.items)
@@ -270,7 +270,7 @@ class MultivariateAnomaly(Detector):
             for sample, _ in samples:
                 for item in sample:
                     if item not in category.items:
-                        category.items.append(sys.intern(item))
+                        category.items.append(interned(item))
                 category.reference.append([sample.get(item, math.nan) for item in category.items])
                 category.since_fit += 1
             due = category.since_fit >= self.refit_every or (category.model is None and category.refit is None)

@@ -6,12 +6,12 @@ a live worker judge alike, and a pipeline outage does not make every lab look si
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing
 from detectors.univariate import RobustBaseline
+from detectors.window import interned
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -41,7 +41,7 @@ class SilentLab(Detector):
         lab = self.labs.get(result.lab_id)
         changed = False
         if lab is None:
-            self.labs[sys.intern(result.lab_id)] = _Lab(result)
+            self.labs[interned(result.lab_id)] = _Lab(result)
             changed = True
         elif result.published_at > lab.last.published_at:
             if result.report_id != lab.last.report_id:

@@ -24,6 +24,7 @@ import struct
 import sys
 from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from schemas.results import LabResult, uuid_text
 
@@ -45,15 +46,23 @@ def _column(width: int, index: int) -> struct.Struct:
     return struct.Struct(f"<{before}xf{after}x")
 
 
-def interned(key: tuple) -> tuple:
-    """A new segment's key, each name in it the process's one copy (``sys.intern``).
+_Name = TypeVar("_Name", bound=Hashable)
+
+
+def interned(name: _Name) -> _Name:
+    """A name, or each name in a key, as the process's one copy (``sys.intern``); anything else as it is.
 
     A key outlives the result it was taken from, and each result's names are its own (decoded from
     its message): kept as they came, every segment's key would hold its own copies of the same
-    category, item, city and lab names, and keep alive the memory of the batch each came in. With
-    results decoded as the worker gets them, that came to ~1.1 KB a segment (`riskwatch bench
-    state`, 10,000 segments). Called where state for a new key is made, never per result."""
-    return tuple(sys.intern(name) if type(name) is str else name for name in key)
+    category, item, city and lab names, and keep alive the memory of the batch each came in
+    (`riskwatch bench state`, 10,000 segments: 315 B a segment of the ~1.1 KB that results decoded
+    as the worker gets them cost over shared strings). Called where state for a new key is made,
+    never per result."""
+    if type(name) is str:
+        return sys.intern(name)
+    if type(name) is tuple:
+        return tuple(sys.intern(part) if type(part) is str else part for part in name)
+    return name
 
 
 class CodeTable:
@@ -68,7 +77,7 @@ class CodeTable:
     def code(self, name: Hashable) -> int:
         code = self.codes.get(name)
         if code is None:
-            name = interned(name) if type(name) is tuple else sys.intern(name) if type(name) is str else name
+            name = interned(name)
             code = self.codes[name] = len(self.names)
             self.names.append(name)
         return code
