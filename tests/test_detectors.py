@@ -428,6 +428,20 @@ def test_failure_rate_weighs_each_item_by_its_own_usual_rate():
     assert alerts and alerts[-1].test_item == "cadmium" and "items: cadmium" in alerts[-1].explanation
 
 
+def test_failure_rate_fires_at_the_second_failure_in_a_row_of_an_item_that_seldom_fails():
+    history = [result(n, 0.05, city=CITIES[n % 7], sample_id=f"H{n}") for n in range(2000)]  # cadmium: no failure in 2,000
+    detector = FailureRateTrend()
+    assert run(detector, history) == []
+    apart = [result(2000, 0.5, sample_id="A0")] + [result(2001 + n, 0.05, sample_id=f"A{n + 1}") for n in range(60)]
+    assert run(detector, apart + [result(2061, 0.5, sample_id="A61")]) == []  # two failures 60 results apart: chance
+    later = 2062 + 24 * 40  # after the scans' 30-day window, so the pair above is forgotten
+    first = run(detector, [result(later, 0.5, sample_id="B0")])
+    assert first == []  # one failure is limit exceedance's finding, not a rate
+    second = run(detector, [result(later + 1, 0.5, sample_id="B1")])
+    assert second and second[0].signal == "food/grain_products/rice|zibo"
+    assert second[0].explanation.startswith("2 of the last 2 results failed (100.0 %; items: cadmium)") and len(second[0].evidence) == 2
+
+
 def test_failure_rate_catches_one_item_rising_among_many_at_its_third_failure():
     items = ["cadmium", "lead", "arsenic", "mercury", "chromium", "nickel"]
 
