@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from scipy import special
 
 from detectors.window import interned
 
@@ -33,6 +32,38 @@ _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard de
 def z_to_score(z: float) -> float:
     """Map a z-score to [0, 1]: the probability mass of a normal closer to the centre than |z|."""
     return math.erf(abs(z) / math.sqrt(2.0))
+
+
+def normal_sf(x: float) -> float:
+    """P(Z > x) for a standard normal Z, as ``scipy.special.ndtr(-x)`` gives it (to ~1e-13 relative)."""
+    return 0.5 * math.erfc(x / math.sqrt(2.0))
+
+
+def poisson_tail(count: int, mean: float) -> float:
+    """P(X ≥ count) for X ~ Poisson(mean), as ``scipy.special.pdtrc(count - 1, mean)`` gives it (to ~1e-13
+    relative, tested).
+
+    Two functions of ``scipy.special`` were all the detectors took from scipy, whose import costs a
+    worker ~26 MB of resident memory (numpy.f2py comes with it) against a 500 MB target. Summed
+    upwards from the first term while the terms fall (mean below count + 1), so that tails of 1e-12
+    keep their precision; otherwise one less the head."""
+    if count <= 0:
+        return 1.0
+    if mean <= 0.0:
+        return 0.0
+    if mean < count + 1:
+        term = math.exp(count * math.log(mean) - mean - math.lgamma(count + 1))
+        total, i = term, count
+        while term > total * 1e-17:
+            i += 1
+            term *= mean / i
+            total += term
+        return min(1.0, total)
+    term = head = math.exp(-mean)
+    for i in range(1, count):
+        term *= mean / i
+        head += term
+    return max(0.0, 1.0 - head)
 
 
 def fstdev(values: Sequence[float]) -> float:
@@ -279,10 +310,11 @@ def trend_test(values: list[float], s: int | None = None) -> Trend:
     ``s``: their ``kendall_s``, when the caller has it already.
 
     Kendall's tau-b against time and its two-sided p-value as ``scipy.stats.kendalltau`` computes
-    them, to the bit (a test holds the two equal): exact for untied series of up to 33 values
-    (every drift window) or with at most one discordant pair, otherwise the normal approximation
-    with scipy's tie-corrected variance. Computed here because ``scipy.stats`` costs a process
-    ~46 MB to import and ~0.7 ms a call in argument handling."""
+    them (a test holds them equal: tau and the exact p-values to the bit, the approximation's to
+    1e-12): exact for untied series of up to 33 values (every drift window) or with at most one
+    discordant pair, otherwise the normal approximation with scipy's tie-corrected variance.
+    Computed here because ``scipy.stats`` costs a process ~46 MB to import and ~0.7 ms a call in
+    argument handling."""
     n = len(values)
     y, order = np.asarray(values, dtype=float), np.arange(n, dtype=float)
     pairs = n * (n - 1) // 2
@@ -303,7 +335,7 @@ def trend_test(values: list[float], s: int | None = None) -> Trend:
     else:
         sizes = tie_sizes.astype(float)
         variance = (n * (n - 1.0) * (2 * n + 5) - float((sizes * (sizes - 1.0) * (2 * sizes + 5)).sum())) / 18
-        p_two_sided = float(2 * special.ndtr(-abs(s / math.sqrt(variance))))
+        p_two_sided = 2 * normal_sf(abs(s / math.sqrt(variance)))
     _, later, earlier = _pairs(n)
     slope = array_median((y[later] - y[earlier]) / (later - earlier))  # Theil-Sen, as scipy.stats.theilslopes
     intercept = array_median(y) - slope * array_median(order)
@@ -403,13 +435,13 @@ class FailureScan:
         starts = [j for j in range(len(entries) - min_failures + 1) if eligible is None or eligible[j]]
         if not starts:
             return None
-        counts = np.array([len(entries) - j for j in starts])
-        means = np.array([max(self.expected - entries[j][1], 1e-12) for j in starts])
-        tails = special.pdtrc(counts - 1, means)  # the Poisson tail P(X ≥ count), as scipy.stats.poisson.sf computes it
-        best = int(np.argmin(tails))
+        counts = [len(entries) - j for j in starts]
+        means = [max(self.expected - entries[j][1], 1e-12) for j in starts]
+        tails = [poisson_tail(count, mean) for count, mean in zip(counts, means, strict=True)]
+        best = min(range(len(starts)), key=tails.__getitem__)  # the first of equals, as np.argmin
         j = starts[best]
-        p_value = min(1.0, float(tails[best]) * len(starts))
-        return FailureCluster(j, int(counts[best]), self.seen - entries[j][2], float(means[best]), p_value)
+        p_value = min(1.0, tails[best] * len(starts))
+        return FailureCluster(j, counts[best], self.seen - entries[j][2], means[best], p_value)
 
 
 class RecentFailureScans:

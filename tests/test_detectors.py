@@ -8,6 +8,7 @@ import math
 import multiprocessing
 import random
 import statistics
+import subprocess
 import sys
 from array import array
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 from sklearn.ensemble import IsolationForest
 
 from detectors import lab_bias
@@ -40,6 +41,8 @@ from detectors.univariate import (
     RecentFailureScans,
     RobustBaseline,
     kendall_s,
+    normal_sf,
+    poisson_tail,
     trend_test,
     z_to_score,
 )
@@ -160,7 +163,7 @@ def test_trend_test_finds_a_rising_series_and_not_a_flat_one():
     assert (kendall_s([1, 2, 3, 3]), kendall_s([3, 2, 1]), kendall_s([2, 2])) == (5, -3, 0)
 
 
-def test_trend_test_gives_scipys_kendall_tau_and_p_value_exactly_with_and_without_ties():
+def test_trend_test_gives_scipys_kendall_tau_exactly_and_its_p_value_with_and_without_ties():
     rng = random.Random(4)
     for trial in range(400):
         n = rng.randint(3, 40)
@@ -169,7 +172,12 @@ def test_trend_test_gives_scipys_kendall_tau_and_p_value_exactly_with_and_withou
             values = [round(v, 1) for v in values]  # ties: scipy's asymptotic variance with tie corrections
         tau, p_two_sided = stats.kendalltau(np.arange(n, dtype=float), values)
         trend = trend_test(values)
-        assert trend.tau == tau and trend.p_value == (p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2)
+        assert trend.tau == tau
+        expected = p_two_sided / 2 if tau > 0 else 1 - p_two_sided / 2
+        if n <= 33 and trial % 3:  # the exact distribution: to the bit
+            assert trend.p_value == expected
+        else:  # the normal approximation: math.erfc for scipy's own (cephes) erfc, an ulp or two apart
+            assert trend.p_value == pytest.approx(expected, rel=1e-12)
         assert trend_test(values, kendall_s(values)) == trend, "the caller's S stands for the one computed"
 
 
@@ -215,6 +223,23 @@ def test_the_lab_and_maker_fit_is_where_alternating_means_converge():
     assert fit.level == pytest.approx(float(np.median(lab_level)), abs=1e-9)
     assert list(fit.labs) == pytest.approx((lab_level - fit.level).tolist(), abs=1e-9)
     assert list(fit.makers) == pytest.approx(maker_effect.tolist(), abs=1e-9)
+
+
+def test_poisson_tail_and_normal_sf_give_scipys_values_without_importing_it():
+    """The detectors' two tails, against scipy.special over the range the scans meet (means from
+    1e-12, counts up to a scan's 30 runs) and far beyond, deep tails included."""
+    rng = random.Random(8)
+    for _ in range(20000):
+        count, mean = rng.randint(0, 40), math.exp(rng.uniform(math.log(1e-12), math.log(5000)))
+        expected = float(special.pdtrc(count - 1, mean)) if count else 1.0
+        assert poisson_tail(count, mean) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+        x = rng.uniform(-10, 38)
+        assert normal_sf(x) == pytest.approx(float(special.ndtr(-x)), rel=1e-12, abs=1e-300)
+    assert poisson_tail(2, 0.0) == 0.0 and poisson_tail(0, 3.0) == 1.0
+    assert poisson_tail(3, 2000.0) == 1.0 and poisson_tail(30, 1e-6) < 1e-200
+    code = "import sys, detectors.suite; print(sorted(m for m in ('scipy', 'sklearn', 'pandas') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", "the detectors load no scipy, scikit-learn or pandas in the worker's process (fits run apart)"
 
 
 def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
