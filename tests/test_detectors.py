@@ -41,6 +41,7 @@ from detectors.univariate import (
     RecentFailureScans,
     RobustBaseline,
     kendall_s,
+    least_poisson_tail,
     normal_sf,
     poisson_tail,
     trend_test,
@@ -240,6 +241,21 @@ def test_poisson_tail_and_normal_sf_give_scipys_values_without_importing_it():
     code = "import sys, detectors.suite; print(sorted(m for m in ('scipy', 'sklearn', 'pandas') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", "the detectors load no scipy, scikit-learn or pandas in the worker's process (fits run apart)"
+
+
+def test_least_poisson_tail_is_the_least_of_all_the_tails_summed():
+    """Bounding the tails first changes nothing: the same run (the first of equals) and the same tail,
+    on runs shaped as a scan's (counts falling by one, means falling) and on random ones."""
+    rng = random.Random(12)
+    for trial in range(3000):
+        n = rng.randint(1, 30)
+        means = sorted((math.exp(rng.uniform(math.log(1e-9), math.log(300))) for _ in range(n)), reverse=True)
+        counts = [n - j for j in range(n)] if trial % 2 else [rng.randint(0, 31) for _ in range(n)]
+        tails = [poisson_tail(c, m) for c, m in zip(counts, means, strict=True)]
+        least = min(range(n), key=tails.__getitem__)
+        assert least_poisson_tail(counts, means) == (least, tails[least])
+    assert least_poisson_tail([3, 2, 3], [0.5, 0.01, 0.5]) == (1, poisson_tail(2, 0.01))
+    assert least_poisson_tail([2, 2], [0.1, 0.1]) == (0, poisson_tail(2, 0.1)), "the first of equals"
 
 
 def test_failure_scan_finds_a_recent_burst_and_not_a_slow_trickle():
