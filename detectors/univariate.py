@@ -160,40 +160,53 @@ def median_absolute_deviation(ordered: Sequence[float], centre: float) -> float:
     return (middle + min(next_below, next_above)) / 2
 
 
-class RobustBaseline:
-    """Median and MAD of the last ``window`` values, kept sorted for O(window) updates.
+# Byte translation tables for RobustBaseline's ages: _OPENED[q] moves the positions at or after q one
+# up (a value inserted at q), _CLOSED[p] those after p one down (the value at p removed).
+_OPENED = [bytes(v + 1 if q <= v < 255 else v for v in range(256)) for q in range(256)]
+_CLOSED = [bytes(v - 1 if v > p else v for v in range(256)) for p in range(256)]
+_AT = [bytes((q,)) for q in range(256)]
 
-    Values live in one array of 4-byte floats, the last values in arrival order and then the same
-    values sorted (a list of Python floats takes 32 bytes a value, a second array 64 more; see
-    ``detectors.window`` on the precision): there is one baseline per segment and detector.
-    Median and scale are read off the sorted half when asked (O(log² n)), not cached: the
+
+class RobustBaseline:
+    """Median and MAD of the last ``window`` values (at most 256), kept sorted for O(window) updates.
+
+    The values live sorted in one array of 4-byte floats (a list of Python floats takes 32 bytes a
+    value; see ``detectors.window`` on the precision), and their arrival order as one byte a value:
+    each value's position in the sorted array, oldest first, which ``bytes.translate`` shifts in C
+    as values come and go (four bytes a value less than keeping the values twice, ~200 bytes for
+    drift's 80-value references): there is one baseline per segment and detector.
+    Median and scale are read off the sorted values when asked (O(log² n)), not cached: the
     detectors ask once a result, and two cached floats cost 64 bytes a baseline."""
 
-    __slots__ = ("window", "min_scale", "_values")
+    __slots__ = ("window", "min_scale", "_values", "_ages")
 
     def __init__(self, window: int = 60, min_scale: float = 0.05) -> None:
+        if not 0 < window <= 256:
+            raise ValueError(f"a baseline of {window} values: its arrival order holds positions of one byte (1 to 256 values)")
         self.window = window
         self.min_scale = min_scale  # floor on the scale: identical values must not make every change infinite
-        self._values = array("f")  # n values in arrival order, then the n sorted; popping the oldest moves a few hundred bytes
+        self._values = array("f")  # sorted
+        self._ages = b""  # the sorted position of each value, oldest first
 
     def __len__(self) -> int:
-        return len(self._values) // 2
+        return len(self._ages)
 
     def learn_one(self, x: float) -> None:
-        values, n = self._values, len(self._values) // 2
-        full = n == self.window
-        if full:  # the oldest leaves both halves first, so that a full window's array never grows again
-            del values[bisect.bisect_left(values, values[0], n, 2 * n)]
-            del values[0]
-            n -= 1
-        values.insert(n, x)
-        bisect.insort(values, x, n + 1, 2 * n + 1)
-        if not full and n + 1 == self.window:  # just filled: a copy without the spare room growing left
+        values, ages = self._values, self._ages
+        full = len(ages) == self.window
+        if full:  # the oldest leaves first, so that a full window's array never grows again
+            oldest = ages[0]
+            del values[oldest]
+            ages = ages[1:].translate(_CLOSED[oldest])
+        at = bisect.bisect_right(values, x)
+        values.insert(at, x)
+        self._ages = ages.translate(_OPENED[at]) + _AT[at]
+        if not full and len(self._ages) == self.window:  # just filled: a copy without the spare room growing left
             self._values = array("f", values)
 
     def _sorted(self) -> memoryview:
-        """The sorted half, without a copy (release it before the next update)."""
-        return memoryview(self._values)[len(self._values) // 2 :]
+        """The sorted values, without a copy (release it before the next update)."""
+        return memoryview(self._values)
 
     @property
     def median(self) -> float:
@@ -215,7 +228,7 @@ class RobustBaseline:
     def quantile(self, q: float) -> float:
         """The window's value at rank ``int(q × n)`` in sorted order (no interpolation; nan for none)."""
         n = len(self)
-        return self._values[n + min(n - 1, int(q * n))] if n else math.nan
+        return self._values[min(n - 1, int(q * n))] if n else math.nan
 
     def z(self, x: float) -> float:
         median, scale = self.median_and_scale()

@@ -121,10 +121,25 @@ def test_a_full_robust_baseline_keeps_its_last_values_in_an_array_that_never_gro
         x = float(np.float32(rng.choice([rng.gauss(0, 1), 0.5])))  # ties too: the value leaving and the one arriving may be equal
         baseline.learn_one(x)
         values = (values + [x])[-60:]
-        assert list(baseline._values) == values + sorted(values)
+        assert list(baseline._values) == sorted(values)
+        assert [baseline._values[at] for at in baseline._ages] == values, "the arrival order, one byte a value"
         if n >= 59:
-            sizes.add(sys.getsizeof(baseline._values))
-    assert sizes == {sys.getsizeof(array("f", values + values))}, "full: exactly the window's size, however often it turns over"
+            sizes.add((sys.getsizeof(baseline._values), sys.getsizeof(baseline._ages)))
+    full = (sys.getsizeof(array("f", values)), sys.getsizeof(bytes(60)))
+    assert sizes == {full}, "full: exactly the window's size, however often it turns over"
+
+
+def test_a_robust_baseline_of_256_values_keeps_its_order_and_a_larger_one_is_refused():
+    rng = random.Random(6)
+    baseline, values = RobustBaseline(window=256), []
+    for _ in range(1500):
+        x = float(np.float32(rng.choice([rng.gauss(0, 1), -1.0, 2.0])))
+        baseline.learn_one(x)
+        values = (values + [x])[-256:]
+    assert list(baseline._values) == sorted(values) and [baseline._values[at] for at in baseline._ages] == values
+    assert baseline.median == statistics.median(values)
+    with pytest.raises(ValueError, match="1 to 256 values"):
+        RobustBaseline(window=257)
 
 
 def test_z_to_score_is_a_probability_scale():
