@@ -6,6 +6,8 @@ new item starts sensible), so that an item that often fails does not make a rare
 look normal. The failures of the last ``window`` are scanned for the most improbable recent run
 (``FailureScan``, the scan-statistic equivalent of a Bernoulli CUSUM that needs no assumed
 size of the rise): a run of at least ``min_failures`` with a p-value below ``alpha`` fires.
+Results that are part of an alerting run do not teach the usual rates, so an ongoing rise is
+not learned as normal.
 
 Two failures, at 3e-5, rather than three at 1e-4: on an item that seldom fails two in a row are
 already improbable, while a third contaminated result may be several results away (with a third
@@ -13,12 +15,10 @@ of one city's results failing, the third failure comes ~5 results after the firs
 stricter alpha keeps chance pairs quiet: on the bench's five seeds, incidents found within 3
 results stayed at 98 of 191 and false alerts fell 0.65 → 0.57 per 10k clean results; on seeds
 11–13, 52 → 54 of 114 and 0.84 → 0.77.
-Results that are part of an alerting run do not teach the usual rates, so an ongoing rise is
-not learned as normal.
 
 A rise in one test item of a category×city is also scanned on that item's own results: there its
-second or third failure stands out against a handful of results, where among every item of the category
-it takes a few more to be improbable. Such a scan exists only while its item has a recent failure
+second or third failure stands out against a handful of results, where among every item of the
+category it takes a few more to be improbable. Such a scan exists only while its item has a recent failure
 (passing results of an item with none cost nothing), and it fires under the category×city's
 signal, so that the two scans of one rise make one alert.
 """

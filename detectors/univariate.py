@@ -39,6 +39,14 @@ def normal_sf(x: float) -> float:
     return 0.5 * math.erfc(x / math.sqrt(2.0))
 
 
+_LOG_FACTORIALS = [math.lgamma(n + 1) for n in range(64)]  # log n!: a scan's counts stay under its 30 runs
+
+
+def _poisson_term(count: int, mean: float) -> float:
+    """P(X = count) for X ~ Poisson(mean), count ≥ 1 and mean > 0."""
+    return math.exp(count * math.log(mean) - mean - (_LOG_FACTORIALS[count] if count < 64 else math.lgamma(count + 1)))
+
+
 def poisson_tail(count: int, mean: float) -> float:
     """P(X ≥ count) for X ~ Poisson(mean), as ``scipy.special.pdtrc(count - 1, mean)`` gives it (to ~1e-13
     relative, tested).
@@ -52,7 +60,7 @@ def poisson_tail(count: int, mean: float) -> float:
     if mean <= 0.0:
         return 0.0
     if mean < count + 1:
-        term = math.exp(count * math.log(mean) - mean - math.lgamma(count + 1))
+        term = _poisson_term(count, mean)
         total, i = term, count
         while term > total * 1e-17:
             i += 1
@@ -64,9 +72,6 @@ def poisson_tail(count: int, mean: float) -> float:
         term *= mean / i
         head += term
     return max(0.0, 1.0 - head)
-
-
-_LOG_FACTORIALS = [math.lgamma(n + 1) for n in range(64)]  # log n!: a scan's counts stay under its 30 runs
 
 
 def least_poisson_tail(counts: Sequence[int], means: Sequence[float]) -> tuple[int, float]:
@@ -87,7 +92,7 @@ def least_poisson_tail(counts: Sequence[int], means: Sequence[float]) -> tuple[i
             lowers.append(0.5)
             uppers.append(1.0)
             continue
-        first = math.exp(count * math.log(mean) - mean - (_LOG_FACTORIALS[count] if count < 64 else math.lgamma(count + 1)))
+        first = _poisson_term(count, mean)
         lowers.append(first)
         uppers.append(min(1.0, first / (1.0 - mean / (count + 1))))
     reach = min(uppers) * (1 + 1e-9)  # a margin for rounding: a tail left out is certainly not the least
@@ -173,7 +178,7 @@ class RobustBaseline:
     The values live sorted in one array of 4-byte floats (a list of Python floats takes 32 bytes a
     value; see ``detectors.window`` on the precision), and their arrival order as one byte a value:
     each value's position in the sorted array, oldest first, which ``bytes.translate`` shifts in C
-    as values come and go (four bytes a value less than keeping the values twice, ~200 bytes for
+    as values come and go (three bytes a value less than keeping the values twice, 240 bytes for
     drift's 80-value references): there is one baseline per segment and detector.
     Median and scale are read off the sorted values when asked (O(log² n)), not cached: the
     detectors ask once a result, and two cached floats cost 64 bytes a baseline."""
