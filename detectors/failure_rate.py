@@ -11,7 +11,7 @@ not learned as normal.
 
 Two failures, at 3e-5, rather than three at 1e-4: on an item that seldom fails two in a row are
 already improbable, while a third contaminated result may be several results away (with a third
-of one city's results failing, the third failure comes ~5 results after the first). The
+of one city's results failing, the third comes ~6 of its results after the first, on average). The
 stricter alpha keeps chance pairs quiet: on the bench's five seeds, incidents found within 3
 results stayed at 98 of 191 and false alerts fell 0.65 → 0.57 per 10k clean results; on seeds
 11–13, 52 → 54 of 114 and 0.84 → 0.77.
