@@ -209,22 +209,16 @@ class RobustBaseline:
         if not full and len(self._ages) == self.window:  # just filled: a copy without the spare room growing left
             self._values = array("f", values)
 
-    def _sorted(self) -> memoryview:
-        """The sorted values, without a copy (release it before the next update)."""
-        return memoryview(self._values)
-
     @property
     def median(self) -> float:
-        with self._sorted() as ordered:
-            return sorted_median(ordered)
+        return sorted_median(self._values)
 
     def median_and_scale(self) -> tuple[float, float]:
         """The median, and the robust standard deviation: 1.4826 × MAD, floored at min_scale (nan for no values)."""
         if not self._values:
             return math.nan, math.nan
-        with self._sorted() as ordered:
-            median = sorted_median(ordered)
-            return median, max(_MAD_TO_SIGMA * median_absolute_deviation(ordered, median), self.min_scale)
+        median = sorted_median(self._values)
+        return median, max(_MAD_TO_SIGMA * median_absolute_deviation(self._values, median), self.min_scale)
 
     @property
     def scale(self) -> float:
