@@ -6,7 +6,10 @@ failures of the last ``window`` are scanned for the most improbable recent run o
 the category: a maker failing twice on an item that hardly ever fails is a repeat offender, a
 maker failing twice on an item that often fails may be bad luck. A maker under alert does not
 teach those usual rates, so one offender does not hide the next. It fires when the run holds
-at least ``min_batches`` distinct samples and its p-value is below ``alpha``.
+at least ``min_batches`` distinct samples and its p-value is below ``alpha``, or below the looser
+``across_labs_alpha`` when its failures were found by two labs or more: one lab's error (a
+contaminated blank, an instrument reading high) makes a maker fail in that lab's samples only, so
+a run two labs found is less likely to be anything but the maker.
 
 A maker failing again on the same item is scanned on that item's results of the maker too, while
 it has recent failures (``RecentFailureScans``): among everything else the maker had tested, a
@@ -33,15 +36,16 @@ class ManufacturerRecurrence(Detector):
         window: timedelta = timedelta(days=180),
         min_batches: int = 2,
         alpha: float = 3e-5,
+        across_labs_alpha: float = 1e-4,
         prior_rate: float = 0.005,
         prior_weight: float = 400.0,
         memory: float = 5000.0,
     ) -> None:
-        self.window, self.min_batches, self.alpha = window, min_batches, alpha
+        self.window, self.min_batches, self.alpha, self.across_labs_alpha = window, min_batches, alpha, across_labs_alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
         self.makers: dict[tuple[str, str], FailureScan] = {}  # category × maker
         self.items = RecentFailureScans(window)  # category × maker × item
-        self.last_p: dict[tuple[str, str], float] = {}  # of the makers
+        self.last_p: dict[tuple[str, str], float] = {}  # of the makers, in ``alpha``'s terms (``_judged_p``)
 
     @staticmethod
     def _key(result: LabResult) -> tuple[str, str] | None:
@@ -84,10 +88,17 @@ class ManufacturerRecurrence(Detector):
             fails = scan.payloads()
             enough = runs_spanning(fails, lambda r: (r.lab_id, r.sample_id), self.min_batches)  # distinct samples
             cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
-            last_p[scan_key] = cluster.p_value if cluster else 1.0
-            if cluster is not None and cluster.p_value < self.alpha:
+            last_p[scan_key] = self._judged_p(cluster, fails) if cluster else 1.0
+            if cluster is not None and last_p[scan_key] < self.alpha:
                 alerts.append(self._firing(result, key[1], cluster, fails[cluster.start :], now, item))
         return alerts
+
+    def _judged_p(self, cluster: FailureCluster, fails: list[LabResult]) -> float:
+        """The run's p-value as ``alpha`` judges it: one found by several labs scaled by
+        alpha / across_labs_alpha, so that one comparison (and one "under alert") serves both."""
+        if len({r.lab_id for r in fails[cluster.start :]}) >= 2:
+            return cluster.p_value * self.alpha / self.across_labs_alpha
+        return cluster.p_value
 
     def _firing(
         self, result: LabResult, maker_id: str, cluster: FailureCluster, fails: list[LabResult], now: datetime, item: str | None

@@ -578,6 +578,27 @@ def test_manufacturer_recurrence_fires_on_a_repeat_offender_not_on_two_makers():
     assert alerts[-1].severity is Severity.SERIOUS and "batches" in alerts[-1].explanation
 
 
+def test_manufacturer_recurrence_believes_a_run_two_labs_found_at_a_looser_p_value():
+    """Fail, pass, fail (p ≈ 5e-5, between alpha and across_labs_alpha): one lab's two failures
+    could be that lab's error, two labs' are the maker's."""
+
+    def fail_pass_fail(detector: ManufacturerRecurrence, labs: tuple[str, str]) -> list:
+        background = [result(n, 0.05, manufacturer_uscc=f"MAKER{n % 20}", sample_id=f"B{n}") for n in range(400)]
+        assert run(detector, background) == []
+        return run(detector, [
+            result(400, 0.5, manufacturer_uscc="MAKER3", lab_id=labs[0], sample_id="Y0"),
+            result(401, 0.05, manufacturer_uscc="MAKER3", lab_id="TAQI", sample_id="Y1"),
+            result(402, 0.5, manufacturer_uscc="MAKER3", lab_id=labs[1], sample_id="Y2"),
+        ])  # fmt: skip
+
+    one_lab = ManufacturerRecurrence()
+    assert fail_pass_fail(one_lab, ("ZBQI", "ZBQI")) == []
+    assert one_lab.alpha < one_lab.last_p[("food/grain_products/rice", "MAKER3")] < one_lab.across_labs_alpha
+    alerts = fail_pass_fail(ManufacturerRecurrence(), ("ZBQI", "JNQI"))
+    assert alerts and {lab for a in alerts for lab in a.labs} >= {"ZBQI", "JNQI"}
+    assert fail_pass_fail(ManufacturerRecurrence(across_labs_alpha=3e-5), ("ZBQI", "JNQI")) == []
+
+
 def test_manufacturer_recurrence_catches_a_maker_failing_one_item_among_many_at_its_third_batch():
     items = ["cadmium", "lead", "arsenic", "mercury", "chromium", "nickel"]
 
