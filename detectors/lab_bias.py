@@ -237,32 +237,22 @@ class _Segment:
 
 
 class _Lab:
-    """One lab on one segment: its last ``window`` differences from the model (log units, after
-    its maker), the S and run of its two CUSUMs as numbers (two ``Cusum`` objects a lab took ~100
-    bytes more), and the trail of results a signal would cite.
+    """One lab on one segment: the S and run of its two CUSUMs as numbers (two ``Cusum`` objects a
+    lab took ~100 bytes more), and the trail of results a signal would cite.
 
     A signal cites the results of its chart's run, and no run reaches back past the last time both
     charts were at rest. So the trail (each result's record and difference) holds only the results
-    since then, at most ``window``, and the differences alone are kept for the ISO 13528 z-score:
-    4 bytes a result instead of the 26 of a record. On a clean stream both charts are back at rest
-    within a few results, and the trail stays short."""
+    since then, at most ``window``. On a clean stream both charts are back at rest within a few
+    results, and the trail stays short. (The ISO 13528 z-score comes from the segment's fit, not from here.)"""
 
-    __slots__ = ("differences", "trail", "high", "low", "high_run", "low_run")
+    __slots__ = ("trail", "high", "low", "high_run", "low_run")
 
     def __init__(self, window: int) -> None:
-        self.differences = array("f")  # oldest first, at most the trail's maxlen
         self.trail = Window(window)
         self.restart()
 
-    def __len__(self) -> int:
-        return len(self.differences)
-
     def add(self, result: LabResult, difference: float, z: float, k: float) -> None:
-        """One result: its difference kept, and its standardised difference on both charts, higher
-        than the peers and lower."""
-        if len(self.differences) == self.trail.maxlen:
-            del self.differences[0]
-        self.differences.append(difference)
+        """One result: its standardised difference on both charts, higher than the peers and lower."""
         self.high, self.high_run = cusum_run_step(self.high, self.high_run, z, k)
         self.low, self.low_run = cusum_run_step(self.low, self.low_run, -z, k)
         self.trail.follow_run(self.high_run > 0 or self.low_run > 0, result, difference)  # either chart's run
@@ -349,23 +339,30 @@ class LabBias(Detector):
         key = (result.category, result.test_item)
         lab = self.segments[key].by_lab[result.lab_id]
         higher = lab.high > self.h
-        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab)))
+        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab.trail)))
         alert = self._firing(key, result.lab_id, lab, run, higher=higher, now=now)
         lab.restart()
         return [alert]
 
     def z_scores(self, category: str, test_item: str, min_results: int | None = None) -> dict[str, float]:
-        """ISO 13528 z-score of every lab with enough results (``min_results``, by default the detector's) on this category × item."""
+        """ISO 13528 z-score of every lab with enough results (``min_results``, by default the
+        detector's) in the latest fit of this category × item: the lab's effect (its results' mean
+        difference from the median lab's level after their makers' effects: least squares makes the
+        two one) against the robust mean and standard deviation of all labs' effects (Algorithm A),
+        the latter at least the standard error of a lab's mean, so that labs agreeing closely do not
+        turn noise into z-scores."""
         least = self.min_results if min_results is None else min_results
         segment = self.segments.get((category, test_item))
-        labs = segment.by_lab if segment else {}
-        means = {lab_id: statistics.fmean(lab.differences) for lab_id, lab in labs.items() if len(lab) >= least}
-        if len(means) < self.min_labs:
+        fit = segment.fit if segment else None
+        if fit is None:
             return {}
-        x_star, s_star = algorithm_a(list(means.values()))
-        spreads = [fstdev(lab.differences) for lab in labs.values() if len(lab) >= 2]
-        within = statistics.median(spreads) / math.sqrt(self.window) if spreads else 0.0
-        return {lab_id: (mean - x_star) / max(s_star, within, 1e-9) for lab_id, mean in means.items()}
+        effects = {segment.lab_names.names[code]: fit.labs[code] for code, count in enumerate(fit.counts) if count >= least}
+        if len(effects) < self.min_labs:
+            return {}
+        x_star, s_star = algorithm_a(list(effects.values()))
+        counts = [count for count in fit.counts if count >= least]
+        within = fit.scale / math.sqrt(statistics.median(counts))
+        return {lab_id: (effect - x_star) / max(s_star, within, 1e-9) for lab_id, effect in effects.items()}
 
     def _firing(self, key: tuple[str, str], lab_id: str, lab: _Lab, run: int, *, higher: bool, now: datetime) -> Alert:
         category, test_item = key
