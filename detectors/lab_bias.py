@@ -236,32 +236,33 @@ class _Segment:
         )
 
 
-class _Lab:
-    """One lab on one segment: the S and run of its two CUSUMs as numbers (two ``Cusum`` objects a
-    lab took ~100 bytes more), and the trail of results a signal would cite.
+class _Lab(Window):
+    """One lab on one segment: the trail of results a signal would cite (this object, a ``Window``,
+    extended: one object a lab, not two), and the S and run of its two CUSUMs as numbers (two
+    ``Cusum`` objects a lab took ~100 bytes more).
 
     A signal cites the results of its chart's run, and no run reaches back past the last time both
     charts were at rest. So the trail (each result's record and difference) holds only the results
     since then, at most ``window``. On a clean stream both charts are back at rest within a few
     results, and the trail stays short. (The ISO 13528 z-score comes from the segment's fit, not from here.)"""
 
-    __slots__ = ("trail", "high", "low", "high_run", "low_run")
+    __slots__ = ("high", "low", "high_run", "low_run")
 
     def __init__(self, window: int) -> None:
-        self.trail = Window(window)
+        super().__init__(window)
         self.restart()
 
     def add(self, result: LabResult, difference: float, z: float, k: float) -> None:
         """One result: its standardised difference on both charts, higher than the peers and lower."""
         self.high, self.high_run = cusum_run_step(self.high, self.high_run, z, k)
         self.low, self.low_run = cusum_run_step(self.low, self.low_run, -z, k)
-        self.trail.follow_run(self.high_run > 0 or self.low_run > 0, result, difference)  # either chart's run
+        self.follow_run(self.high_run > 0 or self.low_run > 0, result, difference)  # either chart's run
 
     def restart(self) -> None:
         """Both charts from zero: after a signal, new evidence is needed for the next one."""
         self.high = self.low = 0.0
         self.high_run = self.low_run = 0
-        self.trail.clear()
+        self.clear()
 
 
 class LabBias(Detector):
@@ -339,7 +340,7 @@ class LabBias(Detector):
         key = (result.category, result.test_item)
         lab = self.segments[key].by_lab[result.lab_id]
         higher = lab.high > self.h
-        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab.trail)))
+        run = max(1, min(lab.high_run if higher else lab.low_run, len(lab)))
         alert = self._firing(key, result.lab_id, lab, run, higher=higher, now=now)
         lab.restart()
         return [alert]
@@ -366,8 +367,8 @@ class LabBias(Detector):
 
     def _firing(self, key: tuple[str, str], lab_id: str, lab: _Lab, run: int, *, higher: bool, now: datetime) -> Alert:
         category, test_item = key
-        results = lab.trail.evidence(-run)
-        factor = math.exp(statistics.fmean(lab.trail.column(0)[-run:]))
+        results = lab.evidence(-run)
+        factor = math.exp(statistics.fmean(lab.column(0)[-run:]))
         iso_z = self.z_scores(category, test_item, min_results=min(self.min_results, 5)).get(lab_id)  # a fast signal may come early
         iso_en = (
             f"; ISO 13528 z-score {iso_z:+.1f} (|z| ≥ {self.questionable:g} questionable, ≥ {self.unsatisfactory:g} unsatisfactory)"

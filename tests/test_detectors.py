@@ -755,8 +755,8 @@ def test_lab_bias_keeps_records_only_of_the_results_a_signal_could_cite():
     run(detector, agreeing)
     charted = list(detector.segments[("food/grain_products/rice", "cadmium")].by_lab.values())
     assert len(charted) == 6 and len(detector.z_scores("food/grain_products/rice", "cadmium")) == 6  # from the segment's fit
-    assert all(len(lab.trail) >= max(lab.high_run, lab.low_run) for lab in charted)  # every run's results
-    assert sum(len(lab.trail) for lab in charted) < 2 * 60, "at rest the charts keep few records"
+    assert all(len(lab) >= max(lab.high_run, lab.low_run) for lab in charted)  # every run's results
+    assert sum(len(lab) for lab in charted) < 2 * 60, "at rest the charts keep few records"
 
     biased = [
         result(1000 + n, noisy(rng, 0.05 * (2.0 if labs[n % 6] == "DZQI" else 1.0), 0.3), lab_id=labs[n % 6], sample_id=f"B{n}")
@@ -765,7 +765,7 @@ def test_lab_bias_keeps_records_only_of_the_results_a_signal_could_cite():
     alerts = []
     for r in biased:
         alerts += detector.process_one(r, r.published_at)
-        assert all(len(lab.trail) >= min(60, max(lab.high_run, lab.low_run)) for lab in charted), "a run's results are all kept"
+        assert all(len(lab) >= min(60, max(lab.high_run, lab.low_run)) for lab in charted), "a run's results are all kept"
     assert alerts and {a.labs[0] for a in alerts} == {"DZQI"}
     dezhou = [r.result_id for r in biased if r.lab_id == "DZQI"]
     for alert in alerts:  # the run behind each signal, whole: the lab's latest results up to the one that fired
