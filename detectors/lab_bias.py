@@ -167,7 +167,8 @@ class _Segment:
     def __init__(self, size: int) -> None:
         self.lab_names, self.maker_names = CodeTable(), CodeTable()
         codes = "H" if 2 * size < 1 << 16 else "I"  # codes stay ≤ 2 × size (``_forget_departed``)
-        self.labs, self.makers = array(codes), array(codes)  # codes into the tables above
+        # codes into the tables above; a segment's labs are a handful, so a byte each until a 257th comes
+        self.labs, self.makers = array("B"), array(codes)
         self.levels = array("f")
         self.lods: dict[str, float] | None = None  # lab → the LOD level of its latest result with one
         self.censoring = -math.inf  # the level the segment is censored at: its labs' highest LOD
@@ -178,6 +179,8 @@ class _Segment:
 
     def add(self, lab_id: str, maker_id: str, level: float, size: int) -> None:
         lab, maker = self.lab_names.code(lab_id), self.maker_names.code(maker_id)
+        if lab > 255 and self.labs.typecode == "B":
+            self.labs = array(self.makers.typecode, self.labs)
         if len(self.levels) < size:
             self.labs.append(lab)
             self.makers.append(maker)

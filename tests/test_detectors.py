@@ -692,6 +692,18 @@ def test_lab_bias_forgets_makers_that_left_its_window_without_changing_its_fit()
     assert [a.alert_id for a in alerts] == [a.alert_id for a in unbounded] and {a.labs[0] for a in alerts} == {"DZQI"}
 
 
+def test_lab_bias_keeps_a_segments_labs_a_byte_each_until_a_257th_lab_comes():
+    stream = [result(n, 0.05, lab_id=f"LAB{n % 300:03d}", sample_id=f"S{n}") for n in range(600)]
+    detector = LabBias(segment_window=400)
+    run(detector, stream[:256])
+    segment = detector.segments[("food/grain_products/rice", "cadmium")]
+    assert segment.labs.typecode == "B" and list(segment.labs) == list(range(256))
+    run(detector, stream[256:])
+    assert segment.labs.typecode == "H", "widened for the 257th lab's code"
+    names, codes = segment.lab_names.names, list(segment.labs)
+    assert [names[code] for code in codes[segment.oldest :] + codes[: segment.oldest]] == [r.lab_id for r in stream[-400:]]
+
+
 def test_lab_bias_is_quiet_when_labs_agree():
     rng = random.Random(8)
     labs = ["JNQI", "ZBQI", "TAQI", "LCQI", "DZQI", "BZQI"]
