@@ -24,8 +24,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan, runs_spanning
-from detectors.window import interned
+from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans, runs_spanning
 from schemas.catalogue import city_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -47,22 +46,20 @@ class CrossCityCluster(Detector):
     ) -> None:
         self.window, self.min_cities, self.alpha, self.serious_cities = window, min_cities, alpha, serious_cities
         self.usual = BaselineRates(prior_rate, prior_weight, memory)
-        self.segments: dict[tuple[str, str], FailureScan] = {}
+        # category × item, a scan kept only while it has recent failures (most segments seldom fail)
+        self.segments = RecentFailureScans(window)
         self.last_p: dict[tuple[str, str], float] = {}
         self.severe_ratio = severe_ratio  # None: failures of any size only
         self.usual_severe = BaselineRates(severe_prior_rate, prior_weight, memory)
-        self.severe: dict[tuple[str, str], FailureScan] = {}  # the failures by severe_ratio or more
+        self.severe = RecentFailureScans(window)  # the failures by severe_ratio or more
 
     def _is_severe(self, result: LabResult) -> bool:
         ratio = result.limit_ratio
         return self.severe_ratio is not None and result.failing and ratio is not None and ratio >= self.severe_ratio
 
-    def _add(self, scans: dict[tuple[str, str], FailureScan], usual: BaselineRates, result: LabResult, failed: bool) -> None:
+    def _add(self, scans: RecentFailureScans, usual: BaselineRates, result: LabResult, failed: bool) -> None:
         key = (result.category, result.test_item)
-        scan = scans.get(key)
-        if scan is None:
-            scan = scans[interned(key)] = FailureScan(self.window)
-        scan.add(result.sampled_at, usual.rate(key), failed, result)
+        scans.add(key, result.sampled_at, usual.rate(key), failed, result)
         usual.learn(key, failed)
 
     def learn_one(self, result: LabResult) -> None:
@@ -81,13 +78,13 @@ class CrossCityCluster(Detector):
         if not result.failing:
             return []
         key = (result.category, result.test_item)
-        cluster, fails = self._cluster(self.segments[key])
+        cluster, fails = self._cluster(self.segments.scans[key])
         self.last_p[key] = cluster.p_value if cluster else 1.0
         if cluster is not None and cluster.p_value < self.alpha:
             return [self._firing(result, cluster, fails[cluster.start :], now)]
         if not self._is_severe(result):
             return []
-        cluster, fails = self._cluster(self.severe[key])
+        cluster, fails = self._cluster(self.severe.scans[key])
         if cluster is None or cluster.p_value >= self.alpha:
             return []
         self.last_p[key] = min(self.last_p[key], cluster.p_value)

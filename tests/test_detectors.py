@@ -527,6 +527,7 @@ def test_cross_city_cluster_needs_several_cities_at_once():
     detector = CrossCityCluster()
     background = [result(n, 0.05, city=CITIES[n % 7], sample_id=f"B{n}") for n in range(200)]
     assert run(detector, background) == []
+    assert not detector.segments and not detector.severe, "no scan while the segment has no recent failure"
     one_city = [result(200 + n, 0.5, sample_id=f"Z{n}") for n in range(4)]
     assert run(detector, one_city) == []  # improbable, but one city's rise is failure rate's alert
     assert detector.last_p[("food/grain_products/rice", "cadmium")] == 1.0
@@ -538,6 +539,9 @@ def test_cross_city_cluster_needs_several_cities_at_once():
     spread = [result(211 + n, 0.5, city=city, sample_id=f"C{n + 1}") for n, city in enumerate(["binzhou", "dongying", "taian"])]
     alerts = run(detector, spread)
     assert len(alerts[-1].cities) == 5 and alerts[-1].severity == Severity.SERIOUS
+    assert len(detector.segments) == len(detector.severe) == 1
+    run(detector, [result(400, 0.05, city="jinan", sample_id="LATE", hours=24 * 60)])
+    assert not detector.segments and not detector.severe, "the scans leave with their failures"
 
 
 def test_cross_city_cluster_keeps_two_cities_chance_failures_quiet():
