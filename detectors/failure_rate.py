@@ -28,8 +28,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing, segment_text
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans
-from detectors.window import interned
+from detectors.univariate import BaselineRates, FailureCluster, RecentFailureScans
 from schemas.catalogue import test_item_name
 from schemas.results import Alert, LabResult, Severity
 
@@ -50,7 +49,8 @@ class FailureRateTrend(Detector):
     ) -> None:
         self.window, self.min_failures, self.alpha = window, min_failures, alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
-        self.segments: dict[tuple[str, str], FailureScan] = {}  # category × city, category alliance-wide
+        # category × city, category alliance-wide: a scan kept only while it has recent failures
+        self.segments = RecentFailureScans(window)
         self.items = RecentFailureScans(window)  # category × city × item
         self.last_p: dict[tuple[str, str], float] = {}  # of the segments
 
@@ -66,10 +66,7 @@ class FailureRateTrend(Detector):
         rate = self.usual.rate(item)
         alerting = False
         for key in self._keys(result):
-            scan = self.segments.get(key)
-            if scan is None:
-                scan = self.segments[interned(key)] = FailureScan(self.window)
-            scan.add(result.sampled_at, rate, failed, result)
+            self.segments.add(key, result.sampled_at, rate, failed, result)
             alerting = alerting or self.last_p.get(key, 1.0) < self.alpha
         key = self._item_key(result)
         self.items.add(key, result.sampled_at, rate, failed, result)
@@ -91,9 +88,9 @@ class FailureRateTrend(Detector):
         city_key, alliance_key = self._keys(result)
         item_key = self._item_key(result)
         for key, scan, last_p, signal, item in (
-            (city_key, self.segments[city_key], self.last_p, city_key, None),
+            (city_key, self.segments.scans[city_key], self.last_p, city_key, None),
             (item_key, self.items.scans[item_key], self.items.last_p, city_key, result.test_item),
-            (alliance_key, self.segments[alliance_key], self.last_p, alliance_key, None),
+            (alliance_key, self.segments.scans[alliance_key], self.last_p, alliance_key, None),
         ):
             cluster = scan.cluster(min_failures=self.min_failures)
             last_p[key] = cluster.p_value if cluster else 1.0

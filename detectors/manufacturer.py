@@ -22,8 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, firing
-from detectors.univariate import BaselineRates, FailureCluster, FailureScan, RecentFailureScans, runs_spanning
-from detectors.window import interned
+from detectors.univariate import BaselineRates, FailureCluster, RecentFailureScans, runs_spanning
 from schemas.catalogue import category_name, city_name, test_item_name
 from schemas.results import Alert, LabResult, Manufacturer, Severity
 
@@ -43,7 +42,7 @@ class ManufacturerRecurrence(Detector):
     ) -> None:
         self.window, self.min_batches, self.alpha, self.across_labs_alpha = window, min_batches, alpha, across_labs_alpha
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
-        self.makers: dict[tuple[str, str], FailureScan] = {}  # category × maker
+        self.makers = RecentFailureScans(window)  # category × maker, a scan kept only while it has recent failures
         self.items = RecentFailureScans(window)  # category × maker × item
         self.last_p: dict[tuple[str, str], float] = {}  # of the makers, in ``alpha``'s terms (``_judged_p``)
 
@@ -56,11 +55,8 @@ class ManufacturerRecurrence(Detector):
         failed, item = result.failing, (result.category, result.test_item)
         key = self._key(result)
         if key is not None:
-            scan = self.makers.get(key)
-            if scan is None:
-                scan = self.makers[interned(key)] = FailureScan(self.window)
             rate = self.usual.rate(item)
-            scan.add(result.sampled_at, rate, failed, result)
+            self.makers.add(key, result.sampled_at, rate, failed, result)
             item_key = (*key, result.test_item)
             self.items.add(item_key, result.sampled_at, rate, failed, result)
             if self.last_p.get(key, 1.0) < self.alpha or self.items.alerting(item_key, self.alpha):
@@ -82,7 +78,7 @@ class ManufacturerRecurrence(Detector):
         alerts = []
         item_key = (*key, result.test_item)
         for scan_key, scan, last_p, item in (
-            (key, self.makers[key], self.last_p, None),
+            (key, self.makers.scans[key], self.last_p, None),
             (item_key, self.items.scans[item_key], self.items.last_p, result.test_item),
         ):
             fails = scan.payloads()
