@@ -18,9 +18,9 @@ results stayed at 98 of 191 and false alerts fell 0.65 → 0.57 per 10k clean re
 
 A rise in one test item of a category×city is also scanned on that item's own results: there its
 second or third failure stands out against a handful of results, where among every item of the
-category it takes a few more to be improbable. Such a scan exists only while its item has a recent failure
-(passing results of an item with none cost nothing), and it fires under the category×city's
-signal, so that the two scans of one rise make one alert.
+category it takes a few more to be improbable. It fires under the category×city's signal, so
+that the two scans of one rise make one alert. Every scan exists only while its stream has a
+recent failure (``RecentFailureScans``): passing results of a stream with none cost nothing.
 """
 
 from __future__ import annotations

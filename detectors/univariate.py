@@ -488,8 +488,8 @@ class FailureScan:
 
 
 class RecentFailureScans:
-    """``FailureScan``s of many small streams (an item at one maker, in one city), each kept only while it
-    holds a recent failure, with the p-value of its last judged run.
+    """``FailureScan``s of many streams (a category in a city, a maker, an item at one maker or in one
+    city), each kept only while it holds a recent failure, with the p-value of its last judged run.
 
     Most such streams seldom fail, so a scan is made at a stream's first failure and dropped when
     its failures have aged out: passing results of a stream without one cost nothing. A run's
