@@ -84,8 +84,8 @@ def least_poisson_tail(counts: Sequence[int], means: Sequence[float]) -> tuple[i
     count + 1). Only tails whose lower bound reaches the least upper bound are summed."""
     lowers, uppers = [], []
     for count, mean in zip(counts, means, strict=True):
-        if count <= 0 or mean <= 0.0:
-            lowers.append(1.0 if count <= 0 else 0.0)
+        if count <= 0 or mean <= 0.0:  # poisson_tail's exact edges (1 and 0): both bounds
+            lowers.append(poisson_tail(count, mean))
             uppers.append(lowers[-1])
             continue
         if mean >= count + 1:  # count is at most the median (≥ mean − log 2), so at least half the mass is in the tail
