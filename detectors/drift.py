@@ -14,6 +14,7 @@ stands in, so that a rare segment drifting to the limit is still watched.
 from __future__ import annotations
 
 import math
+from array import array
 from datetime import datetime
 
 from detectors.base import Detector, firing, log_level, segment_text
@@ -25,14 +26,20 @@ Segment = tuple[str, str, str]
 
 
 class _SegmentState(Window):
-    """A segment: its levels not yet in the reference, with their results (this object, a
-    ``Window``, extended: one object a segment, not two), the references, and the charts as
-    numbers, not ``Cusum`` and ``Ewma`` objects (~130 bytes a segment)."""
+    """A segment: its levels not yet in the reference, the references, the charts as numbers, not
+    ``Cusum`` and ``Ewma`` objects (~130 bytes a segment), and the records of the CUSUM's current
+    run (this object, a ``Window``, extended: one object a segment, not two).
 
-    __slots__ = ("reference", "alliance", "cusum", "ewma", "charted")
+    The trend test needs the recent levels, 4 bytes each; a firing cites the results of the
+    CUSUM's run, as lab bias's does, so only those keep their records (26 bytes each, the id most
+    of it). Keeping a record of every recent result took 0.9 KB a segment, a sixth of a worker's
+    memory with full windows, to cite results the charts had not yet found unusual."""
+
+    __slots__ = ("levels", "reference", "alliance", "cusum", "ewma", "charted")
 
     def __init__(self, recent: int, reference: RobustBaseline, alliance: RobustBaseline) -> None:
-        super().__init__(recent)
+        super().__init__(recent, width=0)
+        self.levels = array("f")  # the recent levels, oldest first
         self.reference = reference
         self.alliance = alliance  # the category × item's reference over every city, shared
         self.cusum = 0.0  # the upper CUSUM's S
@@ -92,26 +99,28 @@ class LimitDrift(Detector):
 
     def _learn(self, state: _SegmentState, result: LabResult, level: float, z: float | None) -> None:
         if z is not None:
-            self._chart(state, *self._steps(state, z))
-        self._keep(state, result, level)
+            self._chart(state, result, *self._steps(state, z))
+        self._keep(state, level)
 
     def _steps(self, state: _SegmentState, z: float) -> tuple[float, float]:
         """The CUSUM and the EWMA after one more z."""
         return cusum_step(state.cusum, z, self.cusum_k), ewma_step(state.ewma, z, self.ewma_lambda)
 
     @staticmethod
-    def _chart(state: _SegmentState, cusum: float, ewma: float) -> None:
+    def _chart(state: _SegmentState, result: LabResult, cusum: float, ewma: float) -> None:
+        """The charts after a result; while the CUSUM runs, the result joins its run's records."""
         state.cusum, state.ewma = cusum, ewma
         state.charted += 1
+        state.follow_run(cusum > 0, result)
 
-    @staticmethod
-    def _keep(state: _SegmentState, result: LabResult, level: float) -> None:
+    def _keep(self, state: _SegmentState, level: float) -> None:
         """The level joins the recent ones; the one it pushes out joins the references."""
-        evicted = state.append(result, level)
-        if evicted is not None:
-            (old_level,) = evicted
+        levels = state.levels
+        if len(levels) == self.recent:
+            old_level = levels.pop(0)
             state.reference.learn_one(old_level)
             state.alliance.learn_one(old_level)
+        levels.append(level)
 
     def _score(self, cusum: float) -> float:
         """The CUSUM after a result, as a score: 1 at twice its limit."""
@@ -133,12 +142,12 @@ class LimitDrift(Detector):
         state = self.segments.get(self.segment(result))
         z = self._z(state, level) if state is not None else None  # a segment's first result is not judged
         if z is None:
-            self._keep(state or self._state(result), result, level)
+            self._keep(state or self._state(result), level)
             return []
         cusum, ewma = self._steps(state, z)
         alerts = self._judge(result, state, level, cusum, ewma, self._score(cusum), now)
-        self._chart(state, cusum, ewma)
-        self._keep(state, result, level)
+        self._chart(state, result, cusum, ewma)
+        self._keep(state, level)
         return alerts
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
@@ -155,7 +164,7 @@ class LimitDrift(Detector):
         limit = ewma_limit(self.ewma_lambda, self.ewma_width, state.charted + 1)
         if cusum <= self.cusum_h and ewma <= limit:
             return []
-        window = [*state.column(), level]
+        window = [*state.levels, level]
         if len(window) < 8 or (s := kendall_s(window)) <= 0:
             return []
         trend = trend_test(window, s)
@@ -164,13 +173,13 @@ class LimitDrift(Detector):
         return [self._firing(result, state, trend, cusum, ewma, limit, score, now)]
 
     def _firing(self, result, state, trend, cusum, ewma, ewma_limit, score, now) -> Alert:
-        start = math.exp(trend.level - trend.slope * len(state))
+        start = math.exp(trend.level - trend.slope * len(state.levels))
         end = math.exp(trend.level)
         steps = -trend.level / trend.slope if trend.level < 0 else 0.0
         severity = Severity.POTENTIALLY_SERIOUS if end >= 0.8 else Severity.NOT_SERIOUS
         where_en = segment_text(result.category, result.test_item, result.city)
         where_zh = segment_text(result.category, result.test_item, result.city, "zh")
-        n = len(state) + 1
+        n = len(state.levels) + 1
         charts = f"CUSUM {cusum:.1f} (limit {self.cusum_h:g}), EWMA {ewma:.2f} (limit {ewma_limit:.2f})"
         eta_en = f" At this rate it reaches the limit in about {steps:.0f} more results." if steps > 0 else " It is at the limit."
         eta_zh = f"按此速度约再{steps:.0f}批次将达到限量。" if steps > 0 else "已达到限量。"
@@ -185,11 +194,12 @@ class LimitDrift(Detector):
             explanation=(
                 f"Over the last {n} results the level rose from about {100 * start:.0f} % to {100 * end:.0f} % of the limit "
                 f"(Theil-Sen slope ×{math.exp(trend.slope):.3f} per result; Mann-Kendall tau {trend.tau:.2f}, p = {trend.p_value:.2g}; "
-                f"{charts}).{eta_en}"
+                f"{charts}).{eta_en} Cited: the {len(evidence)} results since the CUSUM last stood at zero."
             ),
             explanation_zh=(
                 f"近{n}批次检测水平由限量的约{100 * start:.0f}%升至{100 * end:.0f}%"
                 f"(Mann-Kendall检验tau={trend.tau:.2f},p={trend.p_value:.2g};{charts})。{eta_zh}"
+                f"所列证据为CUSUM上次归零以来的{len(evidence)}项结果。"
             ),
             category=result.category,
             test_item=result.test_item,

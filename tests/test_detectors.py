@@ -430,6 +430,29 @@ def test_drift_fires_on_values_creeping_to_the_limit_and_not_on_a_stable_segment
     assert run(LimitDrift(), [result(n, noisy(rng, 0.03)) for n in range(300)]) == []
 
 
+def test_drift_cites_the_results_of_its_cusum_run_and_keeps_no_records_at_rest():
+    """The trend test reads the last 33 levels, but a firing cites the results since the CUSUM last
+    stood at zero: only those keep their 26-byte records, so a segment at rest holds none."""
+    rng = random.Random(5)
+    stream = [result(n, noisy(rng, 0.03)) for n in range(60)]
+    stream += [result(60 + n, noisy(rng, 0.03 * math.exp(0.1 * n), 0.1)) for n in range(25)]
+    detector, charts = LimitDrift(), []
+    for n, r in enumerate(stream):
+        alerts = detector.process_one(r, T0)
+        (segment,) = detector.segments.values()
+        charts.append(segment.cusum)
+        assert len(segment.levels) == min(n + 1, detector.recent)
+        if alerts:
+            break
+        assert (len(segment) == 0) == (segment.cusum == 0)
+    assert 0 in charts and max(charts) > 0  # the charts both rested and ran
+    last_rest = max(n for n, cusum in enumerate(charts[:-1]) if cusum == 0)
+    cited = [r.result_id for r in stream[last_rest + 1 : len(charts)]][-detector.recent - 1 :]
+    assert alerts and alerts[0].evidence == cited and len(cited) < detector.recent
+    assert f"Over the last {detector.recent + 1} results" in alerts[0].explanation
+    assert f"Cited: the {len(cited)} results since the CUSUM last stood at zero." in alerts[0].explanation
+
+
 def test_drift_finds_a_noisy_creep_whose_trend_shows_only_over_thirty_odd_values():
     """Values at 10 % of the limit with a spread of 0.9 (celery's chlorpyrifos) creeping to 1.2× the limit
     in 32 results: the trend test over the last 33 values finds it in at least 18 of 20 such streams,
