@@ -25,23 +25,24 @@ from schemas.results import Alert, LabResult, Severity
 Segment = tuple[str, str, str]
 
 
-class _SegmentState(Window):
-    """A segment: its levels not yet in the reference, the references, the charts as numbers, not
-    ``Cusum`` and ``Ewma`` objects (~130 bytes a segment), and the records of the CUSUM's current
-    run (this object, a ``Window``, extended: one object a segment, not two).
+class _SegmentState(RobustBaseline):
+    """A segment: its reference (this object, a ``RobustBaseline``, extended: one object a
+    segment, not two), the levels not yet in it, the charts as numbers, not ``Cusum`` and ``Ewma``
+    objects (~130 bytes a segment), and the records of the CUSUM's current run.
 
     The trend test needs the recent levels, 4 bytes each; a firing cites the results of the
     CUSUM's run, as lab bias's does, so only those keep their records (26 bytes each, the id most
-    of it). Keeping a record of every recent result took 0.9 KB a segment, a sixth of a worker's
-    memory with full windows, to cite results the charts had not yet found unusual."""
+    of it), in a ``Window`` that exists only while the CUSUM runs. Keeping a record of every recent
+    result took 0.9 KB a segment, a sixth of a worker's memory with full windows, to cite results
+    the charts had not found unusual."""
 
-    __slots__ = ("levels", "reference", "alliance", "cusum", "ewma", "charted")
+    __slots__ = ("levels", "alliance", "run", "cusum", "ewma", "charted")
 
-    def __init__(self, recent: int, reference: RobustBaseline, alliance: RobustBaseline) -> None:
-        super().__init__(recent, width=0)
+    def __init__(self, reference: int, alliance: RobustBaseline) -> None:
+        super().__init__(reference, 0.1)
         self.levels = array("f")  # the recent levels, oldest first
-        self.reference = reference
         self.alliance = alliance  # the category × item's reference over every city, shared
+        self.run: Window | None = None  # the CUSUM run's results (None at rest)
         self.cusum = 0.0  # the upper CUSUM's S
         self.ewma = 0.0
         self.charted = 0  # z-scores charted so far (the EWMA's t)
@@ -81,11 +82,11 @@ class LimitDrift(Detector):
             alliance = self.alliance.get(key[:2])
             if alliance is None:
                 alliance = self.alliance[key[:2]] = RobustBaseline(self.reference, 0.1)
-            state = self.segments[key] = _SegmentState(self.recent, RobustBaseline(self.reference, 0.1), alliance)
+            state = self.segments[key] = _SegmentState(self.reference, alliance)
         return state
 
     def _z(self, state: _SegmentState, level: float) -> float | None:
-        reference = state.reference if len(state.reference) >= self.min_reference else state.alliance
+        reference = state if len(state) >= self.min_reference else state.alliance
         if len(reference) < self.min_reference:
             return None
         return max(-self.z_cap, min(self.z_cap, reference.z(level)))
@@ -106,19 +107,23 @@ class LimitDrift(Detector):
         """The CUSUM and the EWMA after one more z."""
         return cusum_step(state.cusum, z, self.cusum_k), ewma_step(state.ewma, z, self.ewma_lambda)
 
-    @staticmethod
-    def _chart(state: _SegmentState, result: LabResult, cusum: float, ewma: float) -> None:
+    def _chart(self, state: _SegmentState, result: LabResult, cusum: float, ewma: float) -> None:
         """The charts after a result; while the CUSUM runs, the result joins its run's records."""
         state.cusum, state.ewma = cusum, ewma
         state.charted += 1
-        state.follow_run(cusum > 0, result)
+        if cusum > 0:
+            if state.run is None:
+                state.run = Window(self.recent, width=0)
+            state.run.append(result)
+        else:
+            state.run = None
 
     def _keep(self, state: _SegmentState, level: float) -> None:
         """The level joins the recent ones; the one it pushes out joins the references."""
         levels = state.levels
         if len(levels) == self.recent:
             old_level = levels.pop(0)
-            state.reference.learn_one(old_level)
+            state.learn_one(old_level)
             state.alliance.learn_one(old_level)
         levels.append(level)
 
@@ -183,7 +188,7 @@ class LimitDrift(Detector):
         charts = f"CUSUM {cusum:.1f} (limit {self.cusum_h:g}), EWMA {ewma:.2f} (limit {ewma_limit:.2f})"
         eta_en = f" At this rate it reaches the limit in about {steps:.0f} more results." if steps > 0 else " It is at the limit."
         eta_zh = f"按此速度约再{steps:.0f}批次将达到限量。" if steps > 0 else "已达到限量。"
-        evidence = [*state.evidence(), result]
+        evidence = [*(state.run.evidence() if state.run else ()), result]
         return firing(
             self.name,
             "|".join(self.segment(result)),
