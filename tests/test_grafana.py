@@ -104,6 +104,6 @@ def test_the_documented_analyst_queries_run(loaded):
     client, _, _ = loaded
     text = (GRAFANA.parent / "docs" / "analysts.md").read_text(encoding="utf-8")
     queries = [block.split("```", 1)[0] for block in text.split("```sql")[1:]]
-    assert len(queries) == 7
+    assert len(queries) == 8
     for sql in queries:
         assert client.query(sql).result_rows, sql
