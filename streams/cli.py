@@ -470,10 +470,14 @@ def bench_pipeline(reports: int, partitions: int, rate: float) -> None:
 @bench.command("state")
 @click.option("--segments", type=int, default=20_000, show_default=True, help="Active segments (category × test item × city)")
 @click.option("--per-segment", type=int, default=30, show_default=True, help="Results fed to each segment")
-def bench_state(segments: int, per_segment: int) -> None:
+@click.option("--worker-imports", is_flag=True, help="Import the worker's modules (streams.app) first, so that RSS counts them as a worker's does")
+def bench_state(segments: int, per_segment: int, worker_imports: bool) -> None:
     """Resident memory of the detector suite per active segment, and each detector's state."""
     from streams.bench_state import measure
     from streams.heap import HeapTrimmer
+
+    if worker_imports:
+        import streams.app  # noqa: F401 - loaded for its resident memory alone
 
     settings = _settings()
     heap = HeapTrimmer(settings.heap_trim_seconds)  # as in the worker, after a batch

@@ -30,3 +30,20 @@ def test_measure_reports_each_detectors_state_and_the_results_fed():
     assert set(figures.pickled_bytes) >= {"limit_drift", "value_anomaly", "lab_bias", "multivariate"}
     assert figures.pickled_bytes["limit_drift"] > 300 * 24 * 8, "drift keeps its recent values per segment"
     assert figures.rss_after_mb > 0 and figures.seconds > 0
+
+
+def test_the_cli_can_count_the_workers_modules_in_the_rss_it_reports():
+    """`riskwatch bench state --worker-imports` measures in a process holding the worker's modules
+    (Faust, aiokafka, clickhouse-connect, ...), as a worker's RSS does; without it, the detectors' alone."""
+    import re
+    import subprocess
+    import sys
+
+    def rss_before(*flags: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "bench", "state", "--segments", "100", "--per-segment", "2", *flags],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        return int(re.search(r"RSS ([\d,]+) MB before", " ".join(done.stdout.split())).group(1).replace(",", ""))
+
+    assert rss_before("--worker-imports") >= rss_before() + 10
