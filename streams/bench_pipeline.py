@@ -42,7 +42,7 @@ from detectors.suite import DetectorSuite, default_detectors
 from schemas.results import LabResult
 from streams.bench_state import BATCH_RESULTS
 from streams.broker import LocalBroker, free_port
-from streams.clickhouse import Store, connect, ensure_schema, without_dataframes
+from streams.clickhouse import Store, connect, drop_database, ensure_schema, without_dataframes
 from streams.pipeline import Ingestor, SourceMessage
 from streams.procfs import child_pids, cpu_seconds, peak_rss_mb
 from streams.publisher import Batching, batch_messages
@@ -236,7 +236,18 @@ def _worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[st
         "RISKWATCH_DEAD_LETTER_TOPIC": f"{topic}.dlq", "RISKWATCH_ALERTS_TOPIC": f"{topic}.alerts", "RISKWATCH_WEB_PORT": str(free_port()),
         "RISKWATCH_DATA_DIR": str(workdir / name), "RISKWATCH_CONSUMER_GROUP": f"bench-{name}-{time.time_ns()}",
         "RISKWATCH_LOG_LEVEL": "warning",
+        # a database of its own: two workers pointed at one ClickHouse server (RISKWATCH_CLICKHOUSE_URL)
+        # would otherwise share one, and the second would skip every result as already stored
+        "RISKWATCH_CLICKHOUSE_DATABASE": f"riskwatch_bench_{name.replace('-', '_')}_{time.time_ns()}",
     }  # fmt: skip
+
+
+def _drop_server_database(env: dict[str, str]) -> None:
+    """A worker's database, dropped from a ClickHouse server after its run; an embedded store lives in
+    the worker's own directory, under the bench's temporary one."""
+    settings = Settings()
+    if not settings.embedded_clickhouse:
+        drop_database(settings, env["RISKWATCH_CLICKHOUSE_DATABASE"])
 
 
 async def _until_processed(worker: WorkerProcess, items: int, name: str, reports: int, broker_pid: int) -> Figures:
@@ -262,7 +273,8 @@ async def full_worker(
     bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float, broker_pid: int, fresh: tuple[list, int]
 ) -> tuple[Figures, Figures]:
     """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
-    worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "worker"), workdir / "worker.log")
+    env = _worker_env(bootstrap, topic, workdir, "worker")
+    worker = WorkerProcess(env, workdir / "worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=120)
@@ -271,6 +283,7 @@ async def full_worker(
         return throughput, latency
     finally:
         worker.stop()
+        _drop_server_database(env)
 
 
 async def _latency_at_rate(
@@ -304,7 +317,8 @@ async def full_worker_on_batches(
     bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int, rate: float, fresh: tuple[list, int]
 ) -> tuple[Figures, Figures]:
     """(e) the whole worker on the same reports carried ``batch`` to a message; (d2) then latency at a fixed rate."""
-    worker = WorkerProcess(_worker_env(bootstrap, topic, workdir, "batch-worker"), workdir / "batch-worker.log")
+    env = _worker_env(bootstrap, topic, workdir, "batch-worker")
+    worker = WorkerProcess(env, workdir / "batch-worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=120)
@@ -313,6 +327,7 @@ async def full_worker_on_batches(
         return throughput, await _latency_at_rate(worker, bootstrap, topic, rate, name, fresh, batch)
     finally:
         worker.stop()
+        _drop_server_database(env)
 
 
 def _processed(metrics: dict[str, float]) -> float:

@@ -96,6 +96,15 @@ def without_dataframes() -> None:
     options.pd_time_test = None
 
 
+def drop_database(settings: Settings, database: str) -> None:
+    """Drop a database from the configured target (a benchmark's own, after its run)."""
+    client = connect(settings, database="default")
+    try:
+        client.command(f"DROP DATABASE IF EXISTS {_identifier(database)}")
+    finally:
+        client.close()
+
+
 def _identifier(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise ValueError(f"not a plain ClickHouse identifier: {name!r}")

@@ -42,3 +42,29 @@ def test_the_latency_run_on_batches_offers_every_report_once_and_counts_each_mes
     carried = [report for _, value in batched for report in orjson.loads(value)["reports"]]
     assert sorted(orjson.dumps(r) for r in carried) == sorted(orjson.dumps(orjson.loads(v)) for _, v in messages)
     assert all(orjson.loads(value)["reports"][0]["category"].encode() == key for key, value in batched)  # keyed by category, as published
+
+
+def test_each_bench_worker_writes_to_a_database_of_its_own_which_a_server_run_drops(tmp_path):
+    """Pointed at one ClickHouse server, (c)'s and (e)'s workers would share a database, and (e)'s would
+    skip every result as already stored by (c)'s; each gets its own, dropped after its run."""
+    from streams.bench_pipeline import _worker_env
+    from streams.clickhouse import connect, drop_database
+    from streams.settings import Settings
+
+    envs = [_worker_env("127.0.0.1:9092", "reports", tmp_path, name) for name in ("worker", "batch-worker")]
+    names = {env["RISKWATCH_CLICKHOUSE_DATABASE"] for env in envs}
+    assert len(names) == 2 and all(name.startswith("riskwatch_bench_") for name in names)
+    settings = Settings(clickhouse_url=f"chdb://{tmp_path / 'store'}")
+    database = envs[0]["RISKWATCH_CLICKHOUSE_DATABASE"]
+    connect(settings, database=database).close()  # a worker's connection makes its database
+    listed = connect(settings, database="default")
+    try:
+        assert database in {row[0] for row in listed.query("SHOW DATABASES").result_rows}
+    finally:
+        listed.close()
+    drop_database(settings, database)
+    listed = connect(settings, database="default")
+    try:
+        assert database not in {row[0] for row in listed.query("SHOW DATABASES").result_rows}
+    finally:
+        listed.close()
