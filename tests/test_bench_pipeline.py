@@ -56,15 +56,15 @@ def test_each_bench_worker_writes_to_a_database_of_its_own_which_a_server_run_dr
     assert len(names) == 2 and all(name.startswith("riskwatch_bench_") for name in names)
     settings = Settings(clickhouse_url=f"chdb://{tmp_path / 'store'}")
     database = envs[0]["RISKWATCH_CLICKHOUSE_DATABASE"]
+
+    def databases() -> set[str]:
+        client = connect(settings, database="default")
+        try:
+            return {row[0] for row in client.query("SHOW DATABASES").result_rows}
+        finally:
+            client.close()
+
     connect(settings, database=database).close()  # a worker's connection makes its database
-    listed = connect(settings, database="default")
-    try:
-        assert database in {row[0] for row in listed.query("SHOW DATABASES").result_rows}
-    finally:
-        listed.close()
+    assert database in databases()
     drop_database(settings, database)
-    listed = connect(settings, database="default")
-    try:
-        assert database not in {row[0] for row in listed.query("SHOW DATABASES").result_rows}
-    finally:
-        listed.close()
+    assert database not in databases()
