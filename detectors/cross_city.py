@@ -78,20 +78,24 @@ class CrossCityCluster(Detector):
         if not result.failing:
             return []
         key = (result.category, result.test_item)
-        cluster, fails = self._cluster(self.segments.scans[key])
+        cluster, fails = self._cluster(self.segments.scans.get(key))
         self.last_p[key] = cluster.p_value if cluster else 1.0
         if cluster is not None and cluster.p_value < self.alpha:
             return [self._firing(result, cluster, fails[cluster.start :], now)]
         if not self._is_severe(result):
             return []
-        cluster, fails = self._cluster(self.severe.scans[key])
+        cluster, fails = self._cluster(self.severe.scans.get(key))
         if cluster is None or cluster.p_value >= self.alpha:
             return []
         self.last_p[key] = min(self.last_p[key], cluster.p_value)
         return [self._firing(result, cluster, fails[cluster.start :], now, self.severe_ratio)]
 
-    def _cluster(self, scan: FailureScan) -> tuple[FailureCluster | None, list[LabResult]]:
-        """The scan's most improbable recent run of failures spanning ``min_cities`` cities, and its failures."""
+    def _cluster(self, scan: FailureScan | None) -> tuple[FailureCluster | None, list[LabResult]]:
+        """The scan's most improbable recent run of failures spanning ``min_cities`` cities, and its failures.
+
+        No scan (None): the failure just added was older than the window, and left with its stream's scan."""
+        if scan is None:
+            return None, []
         fails = scan.payloads()
         spans = runs_spanning(fails, lambda r: r.city, self.min_cities)
         return scan.cluster(min_failures=self.min_cities, eligible=spans), fails

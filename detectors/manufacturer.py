@@ -4,7 +4,8 @@ Per category × manufacturer (its unified social credit code, else its name), th
 failures of the last ``window`` are scanned for the most improbable recent run of them
 (``FailureScan``), each of its results weighed by the usual failure rate of its test item in
 the category: a maker failing twice on an item that hardly ever fails is a repeat offender, a
-maker failing twice on an item that often fails may be bad luck. A maker under alert does not
+maker failing twice on an item that often fails may be bad luck. A maker under alert (its last
+judged run below ``alpha``, at the latest until its failures age out of the window) does not
 teach those usual rates, so one offender does not hide the next. It fires when the run holds
 at least ``min_batches`` distinct samples and its p-value is below ``alpha``, or below the looser
 ``across_labs_alpha`` when its failures were found by two labs or more: one lab's error (a
@@ -44,7 +45,6 @@ class ManufacturerRecurrence(Detector):
         self.usual = BaselineRates(prior_rate, prior_weight, memory)  # per category × test item
         self.makers = RecentFailureScans(window)  # category × maker, a scan kept only while it has recent failures
         self.items = RecentFailureScans(window)  # category × maker × item
-        self.last_p: dict[tuple[str, str], float] = {}  # of the makers, in ``alpha``'s terms (``_judged_p``)
 
     @staticmethod
     def _key(result: LabResult) -> tuple[str, str] | None:
@@ -59,13 +59,13 @@ class ManufacturerRecurrence(Detector):
             self.makers.add(key, result.sampled_at, rate, failed, result)
             item_key = (*key, result.test_item)
             self.items.add(item_key, result.sampled_at, rate, failed, result)
-            if self.last_p.get(key, 1.0) < self.alpha or self.items.alerting(item_key, self.alpha):
+            if self.makers.alerting(key, self.alpha) or self.items.alerting(item_key, self.alpha):
                 return  # a maker under alert does not teach the item's usual rate: it would mask the next offender
         self.usual.learn(item, failed)
 
     def score_one(self, result: LabResult) -> float:
         key = self._key(result)
-        return 1 - self.last_p.get(key, 1.0) if result.failing and key else 0.0
+        return 1 - self.makers.last_p.get(key, 1.0) if result.failing and key else 0.0
 
     def alerts_for(self, result: LabResult, score: float, now: datetime) -> list[Alert]:
         return []  # judged after learning, in process_one: the new failure belongs to the run
@@ -77,15 +77,15 @@ class ManufacturerRecurrence(Detector):
             return []
         alerts = []
         item_key = (*key, result.test_item)
-        for scan_key, scan, last_p, item in (
-            (key, self.makers.scans[key], self.last_p, None),
-            (item_key, self.items.scans[item_key], self.items.last_p, result.test_item),
-        ):
+        for scan_key, scans, item in ((key, self.makers, None), (item_key, self.items, result.test_item)):
+            scan = scans.scans.get(scan_key)
+            if scan is None:
+                continue  # the failure was older than the window (a late report) and left with the stream's scan
             fails = scan.payloads()
             enough = runs_spanning(fails, lambda r: (r.lab_id, r.sample_id), self.min_batches)  # distinct samples
             cluster = scan.cluster(min_failures=self.min_batches, eligible=enough)
-            last_p[scan_key] = self._judged_p(cluster, fails) if cluster else 1.0
-            if cluster is not None and last_p[scan_key] < self.alpha:
+            scans.last_p[scan_key] = self._judged_p(cluster, fails) if cluster else 1.0
+            if cluster is not None and scans.last_p[scan_key] < self.alpha:
                 alerts.append(self._firing(result, key[1], cluster, fails[cluster.start :], now, item))
         return alerts
 
@@ -137,4 +137,3 @@ class ManufacturerRecurrence(Detector):
         self.makers.clear()
         self.items.clear()
         self.usual.clear()
-        self.last_p.clear()

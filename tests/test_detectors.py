@@ -537,7 +537,7 @@ def test_failure_rate_catches_one_item_rising_among_many_at_its_third_failure():
     alerts = run(detector, samples(300, 3, failing="cadmium"))
     assert alerts and alerts[-1].signal == "food/grain_products/rice|zibo" and alerts[-1].test_item == "cadmium"
     # among the 13 results of six items since the first failure, the same three would not be enough
-    assert detector.last_p[("food/grain_products/rice", "zibo")] > detector.alpha
+    assert detector.segments.last_p[("food/grain_products/rice", "zibo")] > detector.alpha
     assert alerts[-1].explanation.startswith("3 of the last 3 cadmium (as Cd) results failed") and len(alerts[-1].evidence) == 3
     assert detector.items  # the scan lives while the failures are recent ...
     run(detector, samples(400, 2) + [result(1000, test_item=item, sample_id="LATE", hours=24 * 90) for item in items])
@@ -622,7 +622,7 @@ def test_manufacturer_recurrence_believes_a_run_two_labs_found_at_a_looser_p_val
 
     one_lab = ManufacturerRecurrence()
     assert fail_pass_fail(one_lab, ("ZBQI", "ZBQI")) == []
-    assert one_lab.alpha < one_lab.last_p[("food/grain_products/rice", "MAKER3")] < one_lab.across_labs_alpha
+    assert one_lab.alpha < one_lab.makers.last_p[("food/grain_products/rice", "MAKER3")] < one_lab.across_labs_alpha
     alerts = fail_pass_fail(ManufacturerRecurrence(), ("ZBQI", "JNQI"))
     assert alerts and {lab for a in alerts for lab in a.labs} >= {"ZBQI", "JNQI"}
     assert fail_pass_fail(ManufacturerRecurrence(across_labs_alpha=3e-5), ("ZBQI", "JNQI")) == []
@@ -644,8 +644,46 @@ def test_manufacturer_recurrence_catches_a_maker_failing_one_item_among_many_at_
     assert alerts and alerts[-1].signal == "food/grain_products/rice|MAKER3" and alerts[-1].test_item == "cadmium"
     assert "3 failing results of its last 3 tested for cadmium (as Cd); items" in alerts[-1].explanation
     # among everything the maker had tested since its first failure (13 results), three failures would not be enough
-    assert detector.last_p[("food/grain_products/rice", "MAKER3")] > detector.alpha
+    assert detector.makers.last_p[("food/grain_products/rice", "MAKER3")] > detector.alpha
     assert len(detector.items) == 1
+
+
+def test_a_maker_under_alert_teaches_usual_rates_again_once_its_failures_age_out():
+    """An offender's results do not teach the items' usual rates while it is under alert; once its
+    failures have left the window it is an ordinary maker again, and nothing of it is kept."""
+    detector = ManufacturerRecurrence(window=timedelta(days=30))
+    maker = ("food/grain_products/rice", "MAKER3")
+    background = [result(n, 0.05, manufacturer_uscc=f"MAKER{n % 20 + 10}", sample_id=f"B{n}") for n in range(400)]
+    assert run(detector, background) == []
+    assert run(detector, [result(400 + n, 0.5, manufacturer_uscc="MAKER3", sample_id=f"F{n}") for n in range(3)])
+    assert detector.makers.alerting(maker, detector.alpha)
+    usual = detector.usual.rates[("food/grain_products/rice", "cadmium")]
+    seen = usual.total
+    run(detector, [result(410, 0.05, manufacturer_uscc="MAKER3", sample_id="P0")])
+    assert usual.total == seen, "a maker under alert must not teach the usual rate"
+    run(detector, [result(411, 0.05, manufacturer_uscc="MAKER3", sample_id="P1", hours=3 * 410 + 24 * 31)])
+    assert usual.total > seen and not detector.makers.alerting(maker, detector.alpha)
+    assert maker not in detector.makers.scans and maker not in detector.makers.last_p
+
+
+@pytest.mark.parametrize(
+    ("make", "stream_a", "stream_b"),
+    [
+        (CrossCityCluster, {"test_item": "lead"}, {"test_item": "cadmium"}),
+        (FailureRateTrend, {"city": "jinan"}, {"city": "zibo"}),
+        (lambda: ManufacturerRecurrence(window=timedelta(days=30)), {"manufacturer_uscc": "MAKER1"}, {"manufacturer_uscc": "MAKER2"}),
+    ],
+)
+def test_a_failure_sampled_before_the_window_is_taken_without_error_and_judged_in_no_run(make, stream_a, stream_b):
+    """A late report (sampled longer ago than the window, by the newest time seen) fails on a stream
+    whose scan the periodic sweep of aged-out scans may drop in the same step: the detector must go
+    on (it raised KeyError, which stopped the worker's agent for good)."""
+    detector = make()
+    for n in range(300):
+        run(detector, [result(2 * n, 0.5, sample_id=f"A{n}", hours=24 * 60 + n / 100, **stream_a)])
+        run(detector, [result(2 * n + 1, 0.5, sample_id=f"B{n}", hours=n / 100, **stream_b)])
+    for scans in (value for value in vars(detector).values() if isinstance(value, RecentFailureScans)):
+        assert set(scans.last_p) <= set(scans.scans), "a judged p-value outlives its stream's scan"
 
 
 def test_lab_bias_names_the_lab_reading_high():
