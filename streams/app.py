@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import faust
 import orjson
@@ -39,6 +40,7 @@ from streams.pipeline import Ingestor, Processor, SourceMessage, decode_results,
 from streams.settings import Settings
 
 log = logging.getLogger("riskwatch.worker")
+EXIT_FAILED = 70  # EX_SOFTWARE: an internal error
 T = TypeVar("T")
 
 
@@ -75,10 +77,32 @@ class ClickHouseWorkerThread:
         self.executor.shutdown(wait=True)
 
 
+def exit_failed(what: str, error: BaseException) -> NoReturn:
+    """Exit the worker process at once, with an error, after a bug in ``what``.
+
+    Faust would restart a failed agent, which goes on past the batch it failed on: that batch is
+    never acknowledged, so no offset is committed again and the worker idles while it looks
+    alive. A graceful stop would wait for that acknowledgement for ever. Exiting as a kill would
+    (which replays are built for) leaves the batch to the next worker: a process supervisor
+    restarts it, it rebuilds its state and replays, and one that keeps failing shows as down
+    (``RiskwatchWorkerDown``).
+    """
+    log.critical("riskwatch: %s failed; exiting so that its batch is replayed", what, exc_info=error)
+    logging.shutdown()  # flush the log: os._exit skips it
+    os._exit(EXIT_FAILED)
+
+
+class WorkerApp(App):
+    """Our Faust app: an agent that raises takes the worker down (``exit_failed``) instead of being restarted."""
+
+    async def _on_agent_error(self, agent: faust.types.AgentT, error: BaseException) -> None:
+        exit_failed(f"agent {agent.name}", error)
+
+
 def create_app(settings: Settings) -> faust.App:
     faust_dir = settings.data_dir / "faust"  # Faust's own files; not "{app id}-data" in the working directory
     faust_dir.mkdir(parents=True, exist_ok=True)
-    app = App(
+    app = WorkerApp(
         settings.consumer_group,
         broker=settings.faust_broker_url,
         broker_credentials=settings.faust_credentials(),
@@ -112,7 +136,8 @@ def create_app(settings: Settings) -> faust.App:
     ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
     processors: list[Processor] = []  # one, created with the store
     # Each agent detects and stores one batch in the background while it takes and validates the next.
-    ingest_finisher, process_finisher = BatchFinisher(), BatchFinisher()
+    ingest_finisher = BatchFinisher(on_error=lambda error: exit_failed("detecting and storing an ingested batch", error))
+    process_finisher = BatchFinisher(on_error=lambda error: exit_failed("detecting and storing a results batch", error))
     fits = settings.fit_executor()
 
     async def processor() -> Processor:

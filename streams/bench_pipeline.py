@@ -256,6 +256,7 @@ async def _until_processed(worker: WorkerProcess, items: int, name: str, reports
     cpu_before = {process: sum(map(cpu_seconds, pids)) for process, pids in processes.items()}
     started = time.perf_counter()
     while True:
+        worker.check_alive()  # a worker that failed would otherwise be waited for for ever
         try:
             if _processed(await asyncio.to_thread(worker.metrics)) >= items:
                 break
@@ -301,6 +302,7 @@ async def _latency_at_rate(
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _processed(await asyncio.to_thread(worker.metrics)) < target:
         await asyncio.sleep(0.5)
+        worker.check_alive()
     latency = Figures(name, len(fresh), fresh_items, 0.0)
     latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
     latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)

@@ -7,20 +7,24 @@ and an agent holds at most two batches (backpressure is unchanged in kind). A re
 wait for the batch in flight, as it did not wait for an agent's batch before: its detection and
 the detectors' reset run on the one ClickHouse thread, one after the other, and a reset state is
 rebuilt from ClickHouse.
+
+A batch that fails is reported to ``on_error`` as soon as it fails: waiting for the next
+``submit`` to raise it would leave the error unseen for as long as no more data arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
 class BatchFinisher:
-    __slots__ = ("_finishing",)
+    __slots__ = ("_finishing", "on_error")
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: Callable[[BaseException], object] | None = None) -> None:
         self._finishing: asyncio.Future | None = None
+        self.on_error = on_error  # called with a batch's error when it fails (not when cancelled)
 
     async def submit(self, finish: Coroutine[Any, Any, None]) -> None:
         """Wait for the batch before to finish (raising its error, if any), then start this one."""
@@ -32,6 +36,12 @@ class BatchFinisher:
             finish.close()  # never started: its batch stays unacknowledged and is replayed
             raise
         self._finishing = asyncio.ensure_future(finish)
+        if self.on_error is not None:
+            self._finishing.add_done_callback(self._report)
+
+    def _report(self, finished: asyncio.Future) -> None:
+        if not finished.cancelled() and finished.exception() is not None:
+            self.on_error(finished.exception())
 
     def cancel(self) -> None:
         """Stop the batch in flight (shutting down): unacknowledged, it is replayed on restart."""

@@ -57,7 +57,7 @@ class WorkerProcess:
         """Until the worker serves /metrics and has joined the group (its agents are running)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             try:
                 if (await asyncio.to_thread(self.metrics)).get("riskwatch_assigned_partitions", 0) > 0:
                     return
@@ -71,7 +71,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         last: dict[str, float] = {}
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             last = await asyncio.to_thread(self.metrics)
             handled = last.get("riskwatch_reports_handled_total", 0)
             sent = last.get("riskwatch_result_batches_sent_total", 0)
@@ -94,7 +94,8 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise, with the end of its log, if the worker has exited."""
         if self.process is not None and self.process.poll() is not None:
             tail = self.log_file.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"worker exited with code {self.process.returncode}:\n{tail}")

@@ -49,6 +49,25 @@ def test_a_failed_batch_stops_the_next_one_before_it_starts() -> None:
     assert asyncio.run(scenario()) == ["1 started", "3 started", "3 finished"]
 
 
+def test_a_failed_batch_is_reported_at_once_without_waiting_for_the_next_one() -> None:
+    """No more data may come for hours: a batch's error must be seen when it happens, not at the next submit."""
+
+    async def scenario() -> list[BaseException]:
+        reported: list[BaseException] = []
+        finisher, gate = BatchFinisher(on_error=reported.append), asyncio.Event()
+        await finisher.submit(_batch([], "1"))
+        await finisher.submit(_batch([], "2", error=RuntimeError("detector bug")))
+        await asyncio.sleep(0.01)  # nothing else is submitted
+        assert [str(error) for error in reported] == ["detector bug"]
+        finisher.cancel()
+        await finisher.submit(_batch([], "3", gate))
+        finisher.cancel()  # shutting down: a cancelled batch is no failure
+        await asyncio.sleep(0.01)
+        return reported
+
+    assert [str(error) for error in asyncio.run(scenario())] == ["detector bug"]
+
+
 def test_cancel_leaves_the_batch_in_flight_unfinished() -> None:
     async def scenario() -> list[str]:
         finisher, log, gate = BatchFinisher(), [], asyncio.Event()

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.suite import MERGE_WINDOWS
 from schemas.results import result_id_for
+from streams.app import EXIT_FAILED
 from streams.broker import LocalBroker, free_port
 from streams.children import terminate
 from streams.clickhouse import connect
@@ -274,3 +275,64 @@ def test_a_broker_restart_is_ridden_out_and_the_worker_resumes(store_server, s3_
         client.close()
     assert stored == result_ids and rows == len(result_ids), "every result stored, once"
     print(f"\nbroker down {downtime:.0f} s; the same worker process resumed and stored all {len(result_ids)} results once")
+
+
+FAULT = '''
+import detectors.suite
+
+def _fail(self, *args, **kwargs):
+    raise RuntimeError("injected fault: a detector bug")
+
+detectors.suite.DetectorSuite.process = _fail
+'''
+
+
+def test_a_detector_error_stops_the_worker_unacknowledged_and_a_restart_stores_everything(broker, tmp_path):
+    """A bug that raises inside an agent must not leave a worker that looks alive but has stopped
+    (Faust would restart the agent past its unacknowledged batch, then idle): the worker exits with
+    an error and commits nothing of the batch, and the next worker replays it."""
+    group = "agent-crash"
+    messages, result_ids, _ = simulated(40, seed=21)
+    named = topics(group)
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(FAULT)  # imported by the worker's interpreter at start
+    env = worker_env(broker, tmp_path / "worker", group)
+    pythonpath = os.pathsep.join(filter(None, [str(fault), os.environ.get("PYTHONPATH")]))
+    faulty = WorkerProcess({**env, "PYTHONPATH": pythonpath}, tmp_path / "faulty.log")
+
+    async def crash() -> tuple[int, float]:
+        faulty.start()
+        try:
+            await faulty.wait_ready()
+            await send_all(broker.bootstrap, named.reports_topic, messages)
+            sent = time.monotonic()
+            return await asyncio.to_thread(faulty.process.wait, 120), time.monotonic() - sent
+        finally:
+            faulty.stop()
+
+    code, seconds = asyncio.run(crash())
+    assert code == EXIT_FAILED, f"the worker should exit with an error, not {code}"
+    assert "injected fault" in (tmp_path / "faulty.log").read_text()
+    offsets = asyncio.run(committed(broker.bootstrap, group, named.reports_topic, 4))
+    assert set(offsets.values()) == {0}, f"offsets committed for reports never stored: {offsets}"
+
+    healthy = WorkerProcess(env, tmp_path / "healthy.log")
+
+    async def replay() -> None:
+        healthy.start()
+        try:
+            await healthy.wait_ready()
+            await healthy.wait_drained(len(messages))
+        finally:
+            healthy.stop()
+
+    asyncio.run(replay())
+    store = Settings(data_dir=tmp_path / "worker")
+    client = connect(store)
+    try:
+        ((rows, unique),) = client.query("SELECT count(), uniqExact(result_id) FROM results").result_rows
+    finally:
+        client.close()
+    assert unique == len(result_ids) and rows == unique, f"{rows} rows, {unique} distinct, {len(result_ids)} expected"
+    print(f"\nthe faulty worker exited {seconds:.1f} s after the reports were sent; {unique} results stored once after the restart")
