@@ -540,7 +540,7 @@ def test_failure_rate_catches_one_item_rising_among_many_at_its_third_failure():
     alerts = run(detector, samples(300, 3, failing="cadmium"))
     assert alerts and alerts[-1].signal == "food/grain_products/rice|zibo" and alerts[-1].test_item == "cadmium"
     # among the 13 results of six items since the first failure, the same three would not be enough
-    assert detector.segments.last_p[("food/grain_products/rice", "zibo")] > detector.alpha
+    assert detector.last_p[("food/grain_products/rice", "zibo")] > detector.alpha
     assert alerts[-1].explanation.startswith("3 of the last 3 cadmium (as Cd) results failed") and len(alerts[-1].evidence) == 3
     assert detector.items  # the scan lives while the failures are recent ...
     run(detector, samples(400, 2) + [result(1000, test_item=item, sample_id="LATE", hours=24 * 90) for item in items])
