@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -30,6 +30,7 @@ from faust.types import TP
 from detectors.isolation import load_fitting
 from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
+from streams.batch_parts import parts_by_size
 from streams.clickhouse import Store, connect, ensure_schema, without_dataframes
 from streams.dead_letter import dead_letter
 from streams.fetch_wait import App
@@ -231,21 +232,26 @@ def create_app(settings: Settings) -> faust.App:
         await _acknowledge(stream, events, processed)
         metrics.REPORTS_HANDLED.inc(output.reports)
 
+    async def ingest_part(stream: faust.StreamT, events: Sequence) -> None:
+        """Validate a part of a take and send what goes elsewhere; then hand it to the finisher."""
+        messages = [_source(event) for event in events]
+        partitions = results_partitions()  # once per part: ownership and sends must agree
+        is_local = owned_categories(partitions)
+        # Off the event loop: a part of batch messages can hold thousands of reports, and
+        # heartbeats and /metrics must go on meanwhile.
+        output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
+        pending = [await results.send(key=key, value=value, partition=partition_for(key, partitions)) for key, value in output.results]
+        pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
+        # Categories whose results partition is this worker's own are processed here: the
+        # results topic would only bring them back (same partitioner, explicit partition).
+        await ingest_finisher.submit(finish_ingested(stream, events, output, pending))
+
     @app.agent(reports)
     async def ingest(stream: faust.StreamT) -> None:
         try:
-            async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-                messages = [_source(event) for event in events]
-                partitions = results_partitions()  # once per batch: ownership and sends must agree
-                is_local = owned_categories(partitions)
-                # Off the event loop: a take of batch messages can hold many thousands of reports, and
-                # heartbeats and /metrics must go on meanwhile.
-                output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
-                pending = [await results.send(key=key, value=value, partition=partition_for(key, partitions)) for key, value in output.results]
-                pending += [await dead_letters.send(key=key, value=value) for key, value in output.dead_letters]
-                # Categories whose results partition is this worker's own are processed here: the
-                # results topic would only bring them back (same partitioner, explicit partition).
-                await ingest_finisher.submit(finish_ingested(stream, events, output, pending))
+            async for take in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
+                for events in parts_by_size(take, settings.batch_max_bytes, _message_bytes):
+                    await ingest_part(stream, events)
         finally:
             ingest_finisher.cancel()  # stopping: what is not acknowledged is replayed
 
@@ -256,29 +262,34 @@ def create_app(settings: Settings) -> faust.App:
         metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - undecodable)
         await _acknowledge(stream, events, processed)
 
+    async def process_part(stream: faust.StreamT, events: Sequence) -> None:
+        """Decode a part of a take of result envelopes; then hand it to the finisher."""
+        batch, undecodable, published = [], [], []
+        for event in events:
+            try:
+                results_of_event, published_at = decode_results(event.value)
+            except Exception as error:  # noqa: BLE001 - a foreign message on our topic
+                undecodable.append((event, error))
+                continue
+            batch.extend(results_of_event)
+            if published_at is not None:
+                published.append(published_at)
+        pending = []
+        for event, error in undecodable:
+            message = _source(event)
+            letter = dead_letter(
+                stage="process", code="bad_envelope", reason=f"not a results envelope: {error}", topic=message.topic,
+                partition=message.partition, offset=message.offset, key=message.key, original=message.value,
+            )  # fmt: skip
+            pending.append(await dead_letters.send(key=message.key, value=letter))
+        await process_finisher.submit(finish_processed(stream, events, batch, published, pending, len(undecodable)))
+
     @app.agent(results)
     async def process(stream: faust.StreamT) -> None:
         try:
-            async for events in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-                batch, undecodable, published = [], [], []
-                for event in events:
-                    try:
-                        results_of_event, published_at = decode_results(event.value)
-                    except Exception as error:  # noqa: BLE001 - a foreign message on our topic
-                        undecodable.append((event, error))
-                        continue
-                    batch.extend(results_of_event)
-                    if published_at is not None:
-                        published.append(published_at)
-                pending = []
-                for event, error in undecodable:
-                    message = _source(event)
-                    letter = dead_letter(
-                        stage="process", code="bad_envelope", reason=f"not a results envelope: {error}", topic=message.topic,
-                        partition=message.partition, offset=message.offset, key=message.key, original=message.value,
-                    )  # fmt: skip
-                    pending.append(await dead_letters.send(key=message.key, value=letter))
-                await process_finisher.submit(finish_processed(stream, events, batch, published, pending, len(undecodable)))
+            async for take in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
+                for events in parts_by_size(take, settings.batch_max_bytes, _message_bytes):  # 500 results an envelope
+                    await process_part(stream, events)
         finally:
             process_finisher.cancel()  # stopping: what is not acknowledged is replayed
 
@@ -322,6 +333,10 @@ async def _retrying(what: str, settings: Settings, step: Callable[..., Awaitable
             log.warning("ClickHouse is back: %s after %.0f s of failures", what, time.monotonic() - failing_since)
             metrics.SINK_OUTAGE_SECONDS.set(0)
         return result
+
+
+def _message_bytes(event: faust.EventT) -> int:
+    return len(event.message.value or b"")
 
 
 def _source(event: faust.EventT) -> SourceMessage:
