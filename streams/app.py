@@ -9,7 +9,9 @@ safely written (results envelopes and dead letters sent; ClickHouse rows inserte
 sent), so a crash replays rather than loses. Replays are harmless: results already stored
 are recognised by ``result_id`` and skipped, alert ids are deterministic. Each agent detects
 and stores one batch in the background while it takes and validates the next
-(``streams.overlap``); batches finish one at a time, in order.
+(``streams.overlap``); batches finish one at a time, in order. A take of many bytes (batch
+messages, result envelopes) is handled as several batches (``streams.batch_parts``). A bug that
+raises in an agent or a batch exits the process (``exit_failed``), leaving its batch to replay.
 """
 
 from __future__ import annotations
