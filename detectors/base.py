@@ -135,7 +135,7 @@ def firing(
         detector=detector,
         signal=signal,
         severity=severity,
-        score=score,
+        score=float(score),  # a plain float even from numpy's arithmetic: orjson sends no numpy scalars
         title=title,
         title_zh=title_zh,
         explanation=explanation,

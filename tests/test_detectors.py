@@ -931,6 +931,7 @@ def test_multivariate_flags_an_odd_combination_below_the_limits():
     assert len(alerts) == 1 and alerts[0].detector == "multivariate"
     assert "Isolation" in alerts[0].explanation or "isolated" in alerts[0].explanation
     assert sorted(alerts[0].evidence) == sorted(r.result_id for r in odd)
+    assert type(alerts[0].score) is float, "a plain float: orjson cannot send numpy's"
 
 
 def _shared_cause_stream(rng: random.Random, raised: tuple[str, ...], samples: int = 480, onset: int = 300) -> tuple[list, set[str]]:
@@ -964,6 +965,8 @@ def test_multivariate_pair_scan_fires_on_two_items_raised_together_in_a_share_of
     onset_position = 300 * 3
     fired_after = max(n for n, r in enumerate(stream) if r.result_id in first.evidence) - onset_position
     assert 0 < fired_after < 60 * 3, "within sixty samples of the onset (about fifteen raised)"
+    # the pair scan's expectations are numpy's: an alert must carry plain floats, or orjson cannot send it (a worker stopped on it)
+    assert type(first.score) is float and orjson.loads(orjson.dumps(first.to_wire()))["score"] == first.score
 
 
 def test_multivariate_pair_scan_is_quiet_when_one_item_rises_alone_or_nothing_does():
