@@ -300,9 +300,14 @@ async def _latency_at_rate(
     await produce(bootstrap, topic, messages, rate=rate, reports=reports)
     target = _processed(before) + fresh_items
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and _processed(await asyncio.to_thread(worker.metrics)) < target:
+    while time.monotonic() < deadline:
+        worker.check_alive()  # a worker that failed: say so, with its log, rather than a refused connection
+        try:
+            if _processed(await asyncio.to_thread(worker.metrics)) >= target:
+                break
+        except OSError:
+            pass  # busy, or just exited: the check above says which next time
         await asyncio.sleep(0.5)
-        worker.check_alive()
     latency = Figures(name, len(fresh), fresh_items, 0.0)
     latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
     latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
