@@ -2,10 +2,11 @@
 
 An agent takes up to ``batch_max`` messages at once, a count that suits single lab reports
 (~0.4 KB each). A message can also carry a batch of reports, or an envelope of 500 results, and
-a take of 2,000 of those is hundreds of thousands of results. Decoded all at once they would take
-more memory than the whole detector state. Each part, a run of consecutive messages of at most
-``max_bytes`` together (one message at least), is validated, detected, stored and acknowledged
-on its own, in order, so a worker's memory for batches in flight stays about two parts.
+a take of 2,000 of those is hundreds of thousands of results, all decoded at once: a backlog of
+80,000 reports in 200-report messages came as one take and took a worker to 462 MB. Each part, a
+run of consecutive messages of at most ``max_bytes`` together (one message at least), is
+validated, detected, stored and acknowledged on its own, in order, so a worker holds about two
+parts in flight (217 MB on that backlog, with parts of 4 MiB).
 """
 
 from __future__ import annotations
