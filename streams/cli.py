@@ -515,6 +515,27 @@ def _fit_pool(settings: Settings) -> Iterator[Executor | None]:
             fits.shutdown(cancel_futures=True)
 
 
+@bench.command("worker-memory")
+@click.option("--segments", type=int, default=100_000, show_default=True, help="Active segments (category × test item × city)")
+@click.option("--per-segment", type=int, default=30, show_default=True, help="Results published for each segment")
+@click.option("--rate", type=float, default=None, help="Results/s offered (default: as fast as they are made, a backlog)")
+def bench_worker_memory(segments: int, per_segment: int, rate: float | None) -> None:
+    """Resident memory of a real worker (writing to a store server) fed results of that many segments."""
+    import tempfile
+
+    from streams.bench_worker_memory import measure_worker
+
+    with tempfile.TemporaryDirectory(prefix="riskwatch-bench-") as workdir:
+        figures = asyncio.run(measure_worker(segments, per_segment, Path(workdir), rate, progress=lambda text: console.print(f"[dim]{text}[/]")))
+    offered = f"offered at {rate:,.0f} results/s" if rate else "offered all at once"
+    console.print(
+        f"worker at {figures.segments:,} segments × {figures.per_segment} results ({offered}): {figures.results:,} results in "
+        f"{figures.seconds:.0f} s ({figures.results_per_second:,.0f}/s); RSS {figures.ready_mb:,.0f} MB when ready, "
+        f"peak {figures.peak_mb:,.0f} MB, {figures.end_mb:,.0f} MB at the end (target: ≤ 500 MB with 100,000); "
+        f"dead letters {figures.dead_letters}"
+    )
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
