@@ -230,7 +230,8 @@ if __name__ == "__main__":
 """
 
 
-def _worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[str, str]:
+def bench_worker_env(bootstrap: str, topic: str, workdir: Path, name: str) -> dict[str, str]:
+    """A bench worker's environment: topics named after ``topic``, its own data directory, group and database."""
     return {
         "RISKWATCH_KAFKA_BOOTSTRAP": bootstrap, "RISKWATCH_REPORTS_TOPIC": topic, "RISKWATCH_RESULTS_TOPIC": f"{topic}.results",
         "RISKWATCH_DEAD_LETTER_TOPIC": f"{topic}.dlq", "RISKWATCH_ALERTS_TOPIC": f"{topic}.alerts", "RISKWATCH_WEB_PORT": str(free_port()),
@@ -258,7 +259,7 @@ async def _until_processed(worker: WorkerProcess, items: int, name: str, reports
     while True:
         worker.check_alive()  # a worker that failed would otherwise be waited for for ever
         try:
-            if _processed(await asyncio.to_thread(worker.metrics)) >= items:
+            if results_finished(await asyncio.to_thread(worker.metrics)) >= items:
                 break
         except OSError:  # a busy worker may answer /metrics late; ask again
             pass
@@ -274,7 +275,7 @@ async def full_worker(
     bootstrap: str, topic: str, messages: list, items: int, workdir: Path, rate: float, broker_pid: int, fresh: tuple[list, int]
 ) -> tuple[Figures, Figures]:
     """(c) the whole worker on messages already in the topic; (d) then latency at a fixed rate."""
-    env = _worker_env(bootstrap, topic, workdir, "worker")
+    env = bench_worker_env(bootstrap, topic, workdir, "worker")
     worker = WorkerProcess(env, workdir / "worker.log")
     worker.start()
     try:
@@ -298,12 +299,12 @@ async def _latency_at_rate(
     fresh, fresh_items = fresh
     messages, reports = in_batches(fresh, batch) if batch > 1 else (fresh, None)
     await produce(bootstrap, topic, messages, rate=rate, reports=reports)
-    target = _processed(before) + fresh_items
+    target = results_finished(before) + fresh_items
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         worker.check_alive()  # a worker that failed: say so, with its log, rather than a refused connection
         try:
-            if _processed(await asyncio.to_thread(worker.metrics)) >= target:
+            if results_finished(await asyncio.to_thread(worker.metrics)) >= target:
                 break
         except OSError:
             pass  # busy, or just exited: the check above says which next time
@@ -324,7 +325,7 @@ async def full_worker_on_batches(
     bootstrap: str, topic: str, reports: int, items: int, workdir: Path, batch: int, broker_pid: int, rate: float, fresh: tuple[list, int]
 ) -> tuple[Figures, Figures]:
     """(e) the whole worker on the same reports carried ``batch`` to a message; (d2) then latency at a fixed rate."""
-    env = _worker_env(bootstrap, topic, workdir, "batch-worker")
+    env = bench_worker_env(bootstrap, topic, workdir, "batch-worker")
     worker = WorkerProcess(env, workdir / "batch-worker.log")
     worker.start()
     try:
@@ -337,7 +338,7 @@ async def full_worker_on_batches(
         _drop_server_database(env)
 
 
-def _processed(metrics: dict[str, float]) -> float:
+def results_finished(metrics: dict[str, float]) -> float:
     """Results the worker has finished with: stored, or recognised as already stored."""
     return metrics.get("riskwatch_results_stored_total", 0) + metrics.get("riskwatch_results_duplicate_total", 0)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from streams.bench_pipeline import bench_worker_env, results_finished
 from streams.bench_state import synthetic_rounds
 from streams.broker import LocalBroker, free_port
 from streams.pipeline import RESULTS_PER_ENVELOPE, encode_results, partition_for
@@ -47,10 +48,6 @@ class WorkerMemory:
         return self.results / self.seconds
 
 
-def _done(metrics: dict[str, float]) -> float:
-    return metrics.get("riskwatch_results_stored_total", 0) + metrics.get("riskwatch_results_duplicate_total", 0)
-
-
 async def measure_worker(
     segments: int, per_segment: int, workdir: Path, rate: float | None = None, progress: Callable[[str], None] | None = None
 ) -> WorkerMemory:
@@ -60,17 +57,9 @@ async def measure_worker(
     await broker.start()
     store = StoreServerProcess(workdir / "store", "127.0.0.1", free_port(), workdir / "store.log")
     store.start()
-    topics = {name: f"{TOPIC_PREFIX}.{name}" for name in ("reports", "results", "dead-letter", "alerts")}
-    worker = WorkerProcess(
-        {
-            "RISKWATCH_KAFKA_BOOTSTRAP": broker.bootstrap, "RISKWATCH_CLICKHOUSE_URL": store.url,
-            "RISKWATCH_DATA_DIR": str(workdir / "worker"), "RISKWATCH_WEB_PORT": str(free_port()),
-            "RISKWATCH_CONSUMER_GROUP": TOPIC_PREFIX, "RISKWATCH_LOG_LEVEL": "warning",
-            "RISKWATCH_REPORTS_TOPIC": topics["reports"], "RISKWATCH_RESULTS_TOPIC": topics["results"],
-            "RISKWATCH_DEAD_LETTER_TOPIC": topics["dead-letter"], "RISKWATCH_ALERTS_TOPIC": topics["alerts"],
-        },
-        workdir / "worker.log",
-    )  # fmt: skip
+    env = {**bench_worker_env(broker.bootstrap, TOPIC_PREFIX, workdir, "worker"), "RISKWATCH_CLICKHOUSE_URL": store.url}
+    results_topic = env["RISKWATCH_RESULTS_TOPIC"]
+    worker = WorkerProcess(env, workdir / "worker.log")
     worker.start()
     try:
         await worker.wait_ready(timeout=180)
@@ -80,7 +69,7 @@ async def measure_worker(
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10, max_batch_size=1_048_576, max_request_size=4_194_304)
         await producer.start()
         try:
-            partitions = len(await producer.partitions_for(topics["results"]))  # as the broker has them
+            partitions = len(await producer.partitions_for(results_topic))  # as the broker has them
             total, pending, started, shown = 0, [], time.perf_counter(), time.perf_counter()
             for round_, batch in synthetic_rounds(segments, per_segment):
                 by_category: dict[str, list] = defaultdict(list)
@@ -90,7 +79,7 @@ async def measure_worker(
                     key = category.encode()
                     for start in range(0, len(results), RESULTS_PER_ENVELOPE):
                         envelope = encode_results(results[start : start + RESULTS_PER_ENVELOPE])
-                        pending.append(await producer.send(topics["results"], key=key, value=envelope, partition=partition_for(key, partitions)))
+                        pending.append(await producer.send(results_topic, key=key, value=envelope, partition=partition_for(key, partitions)))
                 total += len(batch)
                 if len(pending) >= 1000:
                     await asyncio.gather(*pending)
@@ -99,7 +88,7 @@ async def measure_worker(
                     await asyncio.sleep(max(0.0, started + total / rate - time.perf_counter()))
                 if time.perf_counter() - shown > 20:
                     shown = time.perf_counter()
-                    done = _done(await asyncio.to_thread(worker.metrics))
+                    done = results_finished(await asyncio.to_thread(worker.metrics))
                     say(f"round {round_ + 1} of {per_segment}: {total:,} published, {done:,.0f} done, RSS {rss_mb(pid):,.0f} MB, peak {peak_rss_mb(pid):,.0f}")
             await asyncio.gather(*pending)
         finally:
@@ -107,11 +96,11 @@ async def measure_worker(
         while True:
             worker.check_alive()
             metrics = await asyncio.to_thread(worker.metrics)
-            if _done(metrics) >= total:
+            if results_finished(metrics) >= total:
                 break
             if time.perf_counter() - shown > 20:
                 shown = time.perf_counter()
-                say(f"{_done(metrics):,.0f} of {total:,} done, RSS {rss_mb(pid):,.0f} MB, peak {peak_rss_mb(pid):,.0f}")
+                say(f"{results_finished(metrics):,.0f} of {total:,} done, RSS {rss_mb(pid):,.0f} MB, peak {peak_rss_mb(pid):,.0f}")
             await asyncio.sleep(0.5)
         seconds = time.perf_counter() - started
         return WorkerMemory(

@@ -47,11 +47,11 @@ def test_the_latency_run_on_batches_offers_every_report_once_and_counts_each_mes
 def test_each_bench_worker_writes_to_a_database_of_its_own_which_a_server_run_drops(tmp_path):
     """Pointed at one ClickHouse server, (c)'s and (e)'s workers would share a database, and (e)'s would
     skip every result as already stored by (c)'s; each gets its own, dropped after its run."""
-    from streams.bench_pipeline import _worker_env
+    from streams.bench_pipeline import bench_worker_env
     from streams.clickhouse import connect, drop_database
     from streams.settings import Settings
 
-    envs = [_worker_env("127.0.0.1:9092", "reports", tmp_path, name) for name in ("worker", "batch-worker")]
+    envs = [bench_worker_env("127.0.0.1:9092", "reports", tmp_path, name) for name in ("worker", "batch-worker")]
     names = {env["RISKWATCH_CLICKHOUSE_DATABASE"] for env in envs}
     assert len(names) == 2 and all(name.startswith("riskwatch_bench_") for name in names)
     settings = Settings(clickhouse_url=f"chdb://{tmp_path / 'store'}")
