@@ -127,8 +127,10 @@ def create_app(settings: Settings) -> faust.App:
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    reports = app.topic(settings.reports_topic, **raw)
-    results = app.topic(settings.results_topic, **raw)
+    # internal: Faust declares these (with topic_partitions) before the consumer subscribes; otherwise
+    # subscribing makes the broker create them with its own default count (tansu: 4).
+    reports = app.topic(settings.reports_topic, internal=True, **raw)
+    results = app.topic(settings.results_topic, internal=True, **raw)
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
     alerts = app.topic(settings.alerts_topic, **raw)
 
@@ -163,7 +165,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def _declare_output_topics() -> None:
-        """Agents' source topics are declared by Faust; these two are only written to."""
+        """The agents' source topics are declared before subscribing (``internal``); these two are only written to."""
         for topic in (dead_letters, alerts):
             await topic.maybe_declare()
 

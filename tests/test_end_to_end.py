@@ -162,11 +162,12 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     data_dir = tmp_path / "data"
     settings = topics("e2e")
     messages, expected = build_messages(count=400, republish=40, bad_items=5)
+    three_partitions = {"RISKWATCH_TOPIC_PARTITIONS": "3"}  # not 4, tansu's count for a topic created unasked
     assert expected["alerts"] > 0, "the seed should produce failing results"
 
     async def first_run():
         # takes handled in parts of ~10 messages: parts must keep exactly-once, dead letters and acknowledgements
-        env = {**worker_env(broker, data_dir, "e2e"), "RISKWATCH_BATCH_MAX_BYTES": "4096"}
+        env = {**worker_env(broker, data_dir, "e2e"), "RISKWATCH_BATCH_MAX_BYTES": "4096", **three_partitions}
         metrics = await run_worker(env, tmp_path / "worker-1.log", settings.reports_topic, broker.bootstrap, messages)
         letters = await read_topic(broker.bootstrap, settings.dead_letter_topic, expected["dead_letters"])
         alerts = await read_topic(broker.bootstrap, settings.alerts_topic, expected["alerts"])
@@ -174,7 +175,7 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
         return metrics, letters, alerts, await partition_counts(broker.bootstrap, topics)
 
     metrics, letters, alerts, partitions = asyncio.run(first_run())
-    assert set(partitions.values()) == {4}, f"the app creates its topics with the configured partitions: {partitions}"
+    assert set(partitions.values()) == {3}, f"the app creates its topics with the configured partitions: {partitions}"
     assert metrics["riskwatch_results_stored_total"] == expected["results"]
     assert metrics["riskwatch_results_duplicate_total"] == expected["duplicates"]
     assert metrics["riskwatch_results_local_total"] == expected["results"] + expected["duplicates"], "one worker owns every partition"
@@ -195,7 +196,7 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     # A restarted worker gets the same reports republished: nothing new is stored or alerted.
     republished = messages[:50]
 
-    env = worker_env(broker, data_dir, "e2e")
+    env = {**worker_env(broker, data_dir, "e2e"), **three_partitions}
     metrics = asyncio.run(run_worker(env, tmp_path / "worker-2.log", settings.reports_topic, broker.bootstrap, republished))
     assert metrics["riskwatch_reports_received_total"] == len(republished), "committed offsets must survive the restart"
     assert metrics["riskwatch_results_stored_total"] == 0
