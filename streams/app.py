@@ -9,8 +9,8 @@ safely written (results envelopes and dead letters sent; ClickHouse rows inserte
 sent), so a crash replays rather than loses. Replays are harmless: results already stored
 are recognised by ``result_id`` and skipped, alert ids are deterministic. Each agent detects
 and stores one batch in the background while it takes and validates the next
-(``streams.overlap``); batches finish one at a time, in order. A take of many bytes (batch
-messages, result envelopes) is handled as several batches (``streams.batch_parts``). A bug that
+(``streams.overlap``); batches finish one at a time, in order. Takes and the buffers ahead of
+them are bounded in bytes as well as messages (``streams.bounded_take``). A bug that
 raises in an agent or a batch exits the process (``exit_failed``), leaving its batch to replay.
 """
 
@@ -32,7 +32,7 @@ from faust.types import TP
 from detectors.isolation import load_fitting
 from detectors.suite import DetectorSuite, default_detectors
 from streams import metrics
-from streams.batch_parts import parts_by_size
+from streams.bounded_take import BytesBoundedQueue, noack_take_bounded
 from streams.clickhouse import Store, connect, ensure_schema, without_dataframes
 from streams.dead_letter import dead_letter
 from streams.fetch_wait import App
@@ -96,7 +96,13 @@ def exit_failed(what: str, error: BaseException) -> NoReturn:
 
 
 class WorkerApp(App):
-    """Our Faust app: an agent that raises takes the worker down (``exit_failed``) instead of being restarted."""
+    """Our Faust app: an agent that raises takes the worker down (``exit_failed``) instead of being
+    restarted; a topic's buffer holds at most ``buffer_max_bytes`` of messages."""
+
+    buffer_max_bytes: int = 4_194_304  # set from Settings.batch_max_bytes
+
+    def FlowControlQueue(self, maxsize: int | None = None, *, clear_on_resume: bool = False) -> BytesBoundedQueue:  # noqa: N802 - Faust's name
+        return BytesBoundedQueue(maxsize=maxsize, max_bytes=self.buffer_max_bytes, flow_control=self.flow_control, clear_on_resume=clear_on_resume)
 
     async def _on_agent_error(self, agent: faust.types.AgentT, error: BaseException) -> None:
         exit_failed(f"agent {agent.name}", error)
@@ -126,6 +132,7 @@ def create_app(settings: Settings) -> faust.App:
         logging_config=None,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.buffer_max_bytes = settings.batch_max_bytes
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     # internal: Faust declares these (with topic_partitions) before the consumer subscribes; otherwise
     # subscribing makes the broker create them with its own default count (tansu: 4).
@@ -236,12 +243,12 @@ def create_app(settings: Settings) -> faust.App:
         await _acknowledge(stream, events, processed)
         metrics.REPORTS_HANDLED.inc(output.reports)
 
-    async def ingest_part(stream: faust.StreamT, events: Sequence) -> None:
-        """Validate a part of a take and send what goes elsewhere; then hand it to the finisher."""
+    async def ingest_take(stream: faust.StreamT, events: Sequence) -> None:
+        """Validate a take and send what goes elsewhere; then hand it to the finisher."""
         messages = [_source(event) for event in events]
-        partitions = results_partitions()  # once per part: ownership and sends must agree
+        partitions = results_partitions()  # once per take: ownership and sends must agree
         is_local = owned_categories(partitions)
-        # Off the event loop: a part of batch messages can hold thousands of reports, and
+        # Off the event loop: a take of batch messages can hold thousands of reports, and
         # heartbeats and /metrics must go on meanwhile.
         output = await asyncio.get_running_loop().run_in_executor(ingest_thread, ingestor.ingest, messages, is_local)
         pending = [await results.send(key=key, value=value, partition=partition_for(key, partitions)) for key, value in output.results]
@@ -253,9 +260,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(reports)
     async def ingest(stream: faust.StreamT) -> None:
         try:
-            async for take in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-                for events in parts_by_size(take, settings.batch_max_bytes, _message_bytes):
-                    await ingest_part(stream, events)
+            async for take in noack_take_bounded(stream, settings.batch_max, settings.batch_max_bytes, settings.batch_seconds):
+                await ingest_take(stream, take)
         finally:
             ingest_finisher.cancel()  # stopping: what is not acknowledged is replayed
 
@@ -266,8 +272,8 @@ def create_app(settings: Settings) -> faust.App:
         metrics.RESULT_BATCHES_PROCESSED.inc(len(events) - undecodable)
         await _acknowledge(stream, events, processed)
 
-    async def process_part(stream: faust.StreamT, events: Sequence) -> None:
-        """Decode a part of a take of result envelopes; then hand it to the finisher."""
+    async def process_take(stream: faust.StreamT, events: Sequence) -> None:
+        """Decode a take of result envelopes; then hand it to the finisher."""
         batch, undecodable, published = [], [], []
         for event in events:
             try:
@@ -291,9 +297,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(results)
     async def process(stream: faust.StreamT) -> None:
         try:
-            async for take in stream.noack_take(settings.batch_max, within=settings.batch_seconds):
-                for events in parts_by_size(take, settings.batch_max_bytes, _message_bytes):  # 500 results an envelope
-                    await process_part(stream, events)
+            async for take in noack_take_bounded(stream, settings.batch_max, settings.batch_max_bytes, settings.batch_seconds):
+                await process_take(stream, take)  # envelopes of 500 results: a few dozen a take
         finally:
             process_finisher.cancel()  # stopping: what is not acknowledged is replayed
 
@@ -337,10 +342,6 @@ async def _retrying(what: str, settings: Settings, step: Callable[..., Awaitable
             log.warning("ClickHouse is back: %s after %.0f s of failures", what, time.monotonic() - failing_since)
             metrics.SINK_OUTAGE_SECONDS.set(0)
         return result
-
-
-def _message_bytes(event: faust.EventT) -> int:
-    return len(event.message.value or b"")
 
 
 def _source(event: faust.EventT) -> SourceMessage:

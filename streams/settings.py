@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(2000, ge=1, description="Most messages one agent batch takes")
     batch_seconds: float = Field(0.2, gt=0, description="Longest an agent waits to fill a batch")
     batch_max_bytes: int = Field(
-        4_194_304, ge=1024, description="Most message bytes of a batch handled at once: a larger take (of batch messages) is handled in parts"
+        4_194_304, ge=1024, description="Most message bytes an agent batch takes (with the message that reaches it), and an agent's buffer holds ahead of it"
     )
     web_host: str = Field("127.0.0.1", description="Address of the worker's web server (/metrics)")
     web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's web server (/metrics)")

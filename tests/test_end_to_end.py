@@ -166,7 +166,7 @@ def test_reports_flow_to_clickhouse_exactly_once_across_a_restart(broker, tmp_pa
     assert expected["alerts"] > 0, "the seed should produce failing results"
 
     async def first_run():
-        # takes handled in parts of ~10 messages: parts must keep exactly-once, dead letters and acknowledgements
+        # takes of ~10 messages, bounded by bytes: they must keep exactly-once, dead letters and acknowledgements
         env = {**worker_env(broker, data_dir, "e2e"), "RISKWATCH_BATCH_MAX_BYTES": "4096", **three_partitions}
         metrics = await run_worker(env, tmp_path / "worker-1.log", settings.reports_topic, broker.bootstrap, messages)
         letters = await read_topic(broker.bootstrap, settings.dead_letter_topic, expected["dead_letters"])
