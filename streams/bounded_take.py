@@ -22,9 +22,9 @@ from mode.utils.queues import ThrowableQueue
 
 
 def message_bytes(item: Any) -> int:
-    """The size of an event's message value (0 for anything else a channel may carry)."""
-    message = getattr(item, "message", None)
-    return len(message.value or b"") if message is not None else 0
+    """The size of an event's raw message value (0 for anything else a channel may carry)."""
+    value = getattr(getattr(item, "message", None), "value", None)
+    return len(value) if isinstance(value, bytes | bytearray | memoryview) else 0
 
 
 class BytesBoundedQueue(ThrowableQueue):

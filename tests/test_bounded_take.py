@@ -60,6 +60,9 @@ def test_a_buffer_is_full_at_its_byte_bound_and_frees_as_it_is_read():
         assert queue.full(), "the message count bounds it too"
         queue.clear()
         assert queue.held_bytes == 0 and queue.qsize() == 0
+        queue.put_nowait(None)  # what is not a message with bytes counts none
+        queue.put_nowait(SimpleNamespace(message=SimpleNamespace(value=None)))
+        assert queue.held_bytes == 0
 
     asyncio.run(run())
 
