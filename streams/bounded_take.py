@@ -3,8 +3,9 @@
 Faust counts what an agent holds in messages: a take of up to ``batch_max`` (2,000), and ahead of
 it a buffer of up to ``stream_buffer_maxsize`` (4,096). Counts suit single lab reports (~0.4 KB),
 but a message may also carry 200 reports or an envelope of 500 results (~100 KB), and then those
-counts hold hundreds of megabytes: a worker catching up on a backlog of envelopes peaked at 643 MB
-where it held 385 while keeping up (100,000 segments). Both bounds here stop at a byte count too.
+counts hold hundreds of megabytes. Both bounds here stop at a byte count too: a worker catching up
+on a backlog of envelopes of 100,000 segments peaked at 464 MB, where it peaked at 650 without
+them (``riskwatch bench worker-memory``; 385 MB keeping up).
 
 ``noack_take_bounded`` is Faust's ``Stream.noack_take`` (faust-streaming 0.11) with the byte bound
 added; ``BytesBoundedQueue`` is the queue Faust puts a topic's messages in, full at a byte count too.
