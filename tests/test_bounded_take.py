@@ -23,7 +23,7 @@ def test_a_take_ends_at_its_byte_bound_its_count_or_its_wait():
 
     @app.agent(value_type=bytes, value_serializer="raw")
     async def collect(stream: faust.StreamT) -> None:
-        async for take in noack_take_bounded(stream, max_messages=5, max_bytes=1000, within=0.05):
+        async for take in noack_take_bounded(stream, max_messages=5, max_bytes=1000, within=0.5):
             takes.append([message_bytes(e) for e in take])
             for e in take:
                 await stream.ack(e)
@@ -32,7 +32,7 @@ def test_a_take_ends_at_its_byte_bound_its_count_or_its_wait():
         async with collect.test_context() as agent:
             for size in [300] * 7 + [2000] + [10] * 12:
                 await agent.put(b"x" * size)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.5)  # the last take ends by its wait
 
     asyncio.run(run())
     assert takes == [
