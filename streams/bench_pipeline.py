@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -256,14 +257,7 @@ async def _until_processed(worker: WorkerProcess, items: int, name: str, reports
     processes = {"worker": [worker.process.pid], "fit_process": child_pids(worker.process.pid), "broker": [broker_pid]}
     cpu_before = {process: sum(map(cpu_seconds, pids)) for process, pids in processes.items()}
     started = time.perf_counter()
-    while True:
-        worker.check_alive()  # a worker that failed would otherwise be waited for for ever
-        try:
-            if results_finished(await asyncio.to_thread(worker.metrics)) >= items:
-                break
-        except OSError:  # a busy worker may answer /metrics late; ask again
-            pass
-        await asyncio.sleep(0.2)
+    await until_results_finished(worker, items, poll_seconds=0.2)
     figures = Figures(name, reports, items, time.perf_counter() - started)
     figures.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
     for process, pids in processes.items():  # share of one core: 100 is a core busy all along
@@ -299,16 +293,7 @@ async def _latency_at_rate(
     fresh, fresh_items = fresh
     messages, reports = in_batches(fresh, batch) if batch > 1 else (fresh, None)
     await produce(bootstrap, topic, messages, rate=rate, reports=reports)
-    target = results_finished(before) + fresh_items
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        worker.check_alive()  # a worker that failed: say so, with its log, rather than a refused connection
-        try:
-            if results_finished(await asyncio.to_thread(worker.metrics)) >= target:
-                break
-        except OSError:
-            pass  # busy, or just exited: the check above says which next time
-        await asyncio.sleep(0.5)
+    await until_results_finished(worker, results_finished(before) + fresh_items, poll_seconds=0.5, timeout=300)
     latency = Figures(name, len(fresh), fresh_items, 0.0)
     latency.extra.update(_quantiles(buckets_before, await asyncio.to_thread(_latency_buckets, worker.metrics_url)))
     latency.extra["peak_rss_mb"] = peak_rss_mb(worker.process.pid)
@@ -341,6 +326,34 @@ async def full_worker_on_batches(
 def results_finished(metrics: dict[str, float]) -> float:
     """Results the worker has finished with: stored, or recognised as already stored."""
     return metrics.get("riskwatch_results_stored_total", 0) + metrics.get("riskwatch_results_duplicate_total", 0)
+
+
+async def until_results_finished(
+    worker: WorkerProcess,
+    target: float,
+    *,
+    poll_seconds: float,
+    timeout: float | None = None,
+    on_poll: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, float]:
+    """Poll the worker's /metrics until it has finished ``target`` results, or ``timeout`` passes;
+    the last metrics read. A worker that exits raises (with its log) rather than being waited for
+    for ever; a busy worker's late answer is asked again."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    metrics: dict[str, float] = {}
+    while deadline is None or time.monotonic() < deadline:
+        worker.check_alive()
+        try:
+            metrics = await asyncio.to_thread(worker.metrics)
+        except OSError:
+            pass  # busy, or just exited: the check above says which next time
+        else:
+            if results_finished(metrics) >= target:
+                break
+            if on_poll is not None:
+                on_poll(metrics)
+        await asyncio.sleep(poll_seconds)
+    return metrics
 
 
 def _latency_buckets(url: str) -> list[tuple[float, float]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from streams.bench_pipeline import bench_worker_env, results_finished
+from streams.bench_pipeline import bench_worker_env, results_finished, until_results_finished
 from streams.bench_state import synthetic_rounds
 from streams.broker import LocalBroker, free_port
 from streams.pipeline import RESULTS_PER_ENVELOPE, encode_results, partition_for
@@ -93,15 +93,14 @@ async def measure_worker(
             await asyncio.gather(*pending)
         finally:
             await producer.stop()
-        while True:
-            worker.check_alive()
-            metrics = await asyncio.to_thread(worker.metrics)
-            if results_finished(metrics) >= total:
-                break
+
+        def show_progress(metrics: dict[str, float]) -> None:
+            nonlocal shown
             if time.perf_counter() - shown > 20:
                 shown = time.perf_counter()
                 say(f"{results_finished(metrics):,.0f} of {total:,} done, RSS {rss_mb(pid):,.0f} MB, peak {peak_rss_mb(pid):,.0f}")
-            await asyncio.sleep(0.5)
+
+        metrics = await until_results_finished(worker, total, poll_seconds=0.5, on_poll=show_progress)
         seconds = time.perf_counter() - started
         return WorkerMemory(
             segments, per_segment, total, seconds, ready, peak_rss_mb(pid), rss_mb(pid), int(metrics.get("riskwatch_dead_letters_total", 0))
